@@ -1,0 +1,5 @@
+import sys
+
+from wsigraph.cli import main
+
+sys.exit(main())

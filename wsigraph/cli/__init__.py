@@ -1,0 +1,62 @@
+"""``wsigraph`` command line: a thin layer over the library.
+
+Each subcommand group lives in its own module with ``register(subparsers)``; ``register`` only declares
+arguments and imports nothing heavy, so ``wsigraph --help`` is fast. The handler set with
+``set_defaults(func=...)`` does the imports and the work.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMAND_MODULES = (
+    "wsigraph.cli.data",  # synth, import-srmil, split
+    "wsigraph.cli.graph",  # build-graphs
+    "wsigraph.cli.slide",  # slide-info, segment, tile
+    "wsigraph.cli.extract",  # extract, preprocess
+    "wsigraph.cli.train",  # train, evaluate, predict
+    "wsigraph.cli.viz",  # heatmap
+    "wsigraph.cli.demo",  # demo
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from wsigraph import __version__
+
+    parser = argparse.ArgumentParser(prog="wsigraph", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"wsigraph {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:  # a command group not present in this build
+            if e.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``wsigraph`` console script. Returns the exit status."""
+    from wsigraph.errors import WsigraphError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose + 1, 2),
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except WsigraphError as e:
+        print(f"wsigraph {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
