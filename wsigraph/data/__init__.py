@@ -1,4 +1,13 @@
-"""Feature files, cohort manifests, splits, synthetic cohorts and imports."""
+"""Feature files, cohort manifests, splits, synthetic cohorts and imports.
+
+The feature-file functions are imported eagerly; the rest load on first use (PEP 562), so that
+``import wsigraph`` does not pay for pandas, scipy and scikit-learn.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from wsigraph.data.features import (
     FeatureBag,
     infer_grid_step,
@@ -9,6 +18,33 @@ from wsigraph.data.features import (
     write_features,
 )
 
+_LAZY = {
+    "Cohort": "wsigraph.data.manifest",
+    "read_manifest": "wsigraph.data.manifest",
+    "cohort_from_records": "wsigraph.data.manifest",
+    "Splits": "wsigraph.data.splits",
+    "make_splits": "wsigraph.data.splits",
+    "read_splits_csv": "wsigraph.data.splits",
+    "SyntheticConfig": "wsigraph.data.synthetic",
+    "SyntheticSlide": "wsigraph.data.synthetic",
+    "generate_slide": "wsigraph.data.synthetic",
+    "make_synthetic_cohort": "wsigraph.data.synthetic",
+    "import_srmil": "wsigraph.data.srmil_import",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'wsigraph.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "FeatureBag",
     "read_features",
@@ -17,4 +53,5 @@ __all__ = [
     "infer_grid_step",
     "is_complete_feature_file",
     "list_feature_files",
+    *_LAZY,
 ]

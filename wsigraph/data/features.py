@@ -115,12 +115,21 @@ def read_features(
     return bag
 
 
-def _read_h5(path: Path) -> FeatureBag:
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
+
+
+def _read_h5(path: Path, coords_only: bool = False) -> FeatureBag:
     try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise InputError(f"{path}: cannot be read as HDF5 ({e}); the file may be truncated or not an HDF5 file") from e
-    with f:
+        return _read_h5_unchecked(path, coords_only)
+    except InputError:
+        raise
+    except _H5_ERRORS as e:  # h5py raises these for truncated files and corrupt internals
+        raise InputError(f"{path}: cannot be read as HDF5 ({type(e).__name__}: {e}); "
+                         "the file may be truncated, corrupt or not an HDF5 file") from e
+
+
+def _read_h5_unchecked(path: Path, coords_only: bool) -> FeatureBag:
+    with h5py.File(path, "r") as f:
         keys = list(f.keys())
         if "coords" not in f:
             raise InputError(f"{path}: no 'coords' dataset (datasets present: {keys})")
@@ -130,13 +139,13 @@ def _read_h5(path: Path) -> FeatureBag:
         for k, v in coord_attrs.items():
             attrs.setdefault(k, v)
         coords = np.asarray(coords_ds[()])
-        feat_key = next((k for k in FEATURE_KEYS if k in f), None)
+        feat_key = None if coords_only else next((k for k in FEATURE_KEYS if k in f), None)
         features = None
         if feat_key is not None:
             features = np.asarray(f[feat_key][()])
             if features.ndim == 3 and features.shape[0] == 1:  # some tools save (1, N, D)
                 features = features[0]
-        patch_labels = np.asarray(f["patch_labels"][()]) if "patch_labels" in f else None
+        patch_labels = np.asarray(f["patch_labels"][()]) if "patch_labels" in f and not coords_only else None
     coords = _normalise_coords(coords, attrs, path)
     _normalise_attrs(attrs)
     return FeatureBag(coords=coords, features=features, attrs=attrs, patch_labels=patch_labels, path=path)
@@ -176,7 +185,7 @@ def _read_pt(path: Path, coords_path: str | os.PathLike | None) -> FeatureBag:
             with np.load(found, allow_pickle=False) as z:
                 coords = np.asarray(z[z.files[0]])
         else:
-            coords_bag = _read_h5(found)
+            coords_bag = _read_h5(found, coords_only=True)
             coords, attrs = coords_bag.coords, coords_bag.attrs
     coords = _normalise_coords(coords, attrs, path)
     _normalise_attrs(attrs)
@@ -343,6 +352,7 @@ def write_features(
     *,
     attrs: Mapping[str, Any],
     patch_labels: np.ndarray | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
     compression: str | None = None,
     validate: bool = True,
 ) -> Path:
@@ -356,6 +366,7 @@ def write_features(
             required when ``features`` is given. Written on the file root and on ``coords`` (CLAM/TRIDENT
             readers look there).
         patch_labels: optional (N,) patch-level ground truth.
+        extra: more per-patch datasets, name -> (N, ...) array (e.g. synthetic ``tissue_type``).
         compression: h5py compression for ``features`` (e.g. ``"lzf"``), default none.
     """
     path = Path(path)
@@ -373,6 +384,13 @@ def write_features(
     bag = FeatureBag(coords=coords, features=features, attrs=dict(attrs), patch_labels=patch_labels, path=path)
     if validate:
         validate_bag(bag, where=str(path))
+    for k, v in attrs.items():
+        if v is not None and not _storable_attr(v):
+            raise InputError(f"{path}: attribute {k!r} has a value of type {type(v).__name__} that HDF5 cannot "
+                             "store (use numbers, strings or flat lists of them)")
+    for k, v in (extra or {}).items():
+        if k in ("coords", "features", "patch_labels") or np.asarray(v).shape[:1] != (len(coords),):
+            raise InputError(f"{path}: extra dataset {k!r} must be a new name with {len(coords)} rows")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             cds = f.create_dataset("coords", data=coords)
@@ -381,12 +399,22 @@ def write_features(
                                  chunks=(min(len(features), 4096), features.shape[1]) if compression else None)
             if patch_labels is not None:
                 f.create_dataset("patch_labels", data=np.asarray(patch_labels).astype(np.int8))
+            for k, v in (extra or {}).items():
+                f.create_dataset(k, data=np.asarray(v))
             for k, v in attrs.items():
                 if v is None:
                     continue
                 f.attrs[k] = v
                 cds.attrs[k] = v
     return path
+
+
+def _storable_attr(v: Any) -> bool:
+    if isinstance(v, (str, bytes, bool, int, float, np.generic)):
+        return True
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return all(isinstance(x, (str, bool, int, float, np.generic)) for x in np.asarray(v, dtype=object).ravel())
+    return False
 
 
 def is_complete_feature_file(path: str | os.PathLike, require_features: bool = True) -> bool:
@@ -405,7 +433,7 @@ def is_complete_feature_file(path: str | os.PathLike, require_features: bool = T
                 key = next((k for k in FEATURE_KEYS if k in f), None)
                 return key is not None and f[key].shape[0] == f["coords"].shape[0]
             return True
-    except OSError:
+    except _H5_ERRORS:
         return False
 
 
