@@ -1,0 +1,270 @@
+"""``wsigraph slide-info | segment | tile``: inspect slides, segment tissue, lay patch grids."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _add_mpp_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("resolution (for slides whose file lacks it, or to correct it)")
+    g.add_argument("--mpp", type=float, metavar="UM_PER_PX",
+                   help="level-0 microns per pixel for every slide, overriding the files")
+    g.add_argument("--default-mpp", type=float, metavar="UM_PER_PX",
+                   help="microns per pixel used only for slides whose file has none")
+    g.add_argument("--mpp-csv", metavar="CSV", help="per-slide values: columns slide_id (or wsi/file) and mpp; "
+                                                    "they override the files")
+
+
+def _add_job_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cohort jobs")
+    g.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="skip failing slides and list them in the report (default: %(default)s)")
+    g.add_argument("--report", metavar="CSV", help="where to write failures (default: OUT/<command>_failures.csv)")
+    g.add_argument("--overwrite", action="store_true", help="redo slides whose outputs already exist")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_tissue_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tissue segmentation (sizes in micrometres, areas in square micrometres)")
+    g.add_argument("--mode", choices=("auto", "brightfield", "fluorescence"), default="auto",
+                   help="auto: fluorescence when the slide is mostly dark (default: %(default)s)")
+    g.add_argument("--threshold", type=float, metavar="0-255",
+                   help="fixed threshold instead of Otsu (saturation for brightfield, brightness for fluorescence)")
+    g.add_argument("--mask-mpp", type=float, default=8.0, help="mask resolution in um/px (default: %(default)s)")
+    g.add_argument("--median-um", type=float, default=24.0, help="median blur window (default: %(default)s)")
+    g.add_argument("--close-um", type=float, default=48.0, help="closing disk diameter (default: %(default)s)")
+    g.add_argument("--min-object-um2", type=float, default=10_000.0,
+                   help="drop tissue pieces smaller than this (default: %(default)s)")
+    g.add_argument("--max-hole-um2", type=float, default=20_000.0,
+                   help="fill holes smaller than this (default: %(default)s)")
+    g.add_argument("--exclude-pen", action="store_true", help="remove blue/green/black marker ink (brightfield)")
+    g.add_argument("--keep-background", action="store_true",
+                   help="do not remove near-white / near-black pixels (brightfield)")
+    g.add_argument("--masks", metavar="DIR",
+                   help="use your own masks DIR/<slide_id>.png (nonzero = tissue, covering the whole slide) "
+                        "instead of segmenting; slides without one are segmented")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("slide-info", help="print a slide's levels, resolution and objective power",
+                       description="Print levels (size, downsample, um/px), mpp and its source, objective power.")
+    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files or folders of slides")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per slide) instead of text")
+    p.add_argument("--check", action="store_true", help="also decode a thumbnail, to find corrupt image data")
+    _add_mpp_args(p)
+    p.set_defaults(func=_slide_info)
+
+    p = sub.add_parser("segment", help="segment tissue: mask and overlay PNGs per slide",
+                       description="Write OUT/masks/<slide_id>.png (255 = tissue), OUT/overlays/<slide_id>.png "
+                                   "and OUT/masks/<slide_id>.json (tissue fraction, parameters).")
+    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files or folders of slides")
+    p.add_argument("--out", required=True, metavar="DIR")
+    _add_tissue_args(p)
+    _add_mpp_args(p)
+    _add_job_args(p)
+    p.set_defaults(func=_segment)
+
+    p = sub.add_parser("tile", help="lay the global patch grid and keep tissue patches (coords h5 per slide)",
+                       description="Write OUT/coords/<slide_id>.h5 (coords in level-0 px + attributes: a valid "
+                                   "input of `wsigraph extract`), OUT/masks/<slide_id>.png, OUT/overlays/"
+                                   "<slide_id>.png (tissue and kept patches) and OUT/tiling_summary.csv. "
+                                   "Slides whose coords file is complete are skipped (resume).")
+    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files or folders of slides")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--target-mpp", type=float, default=0.5,
+                   help="um/px of the patch pixels (0.5 ~ 20x, 0.25 ~ 40x; default: %(default)s)")
+    p.add_argument("--patch-size", type=int, default=224, help="patch side in pixels (default: %(default)s)")
+    p.add_argument("--min-tissue", type=float, default=0.5,
+                   help="keep patches with at least this tissue fraction (default: %(default)s)")
+    _add_tissue_args(p)
+    _add_mpp_args(p)
+    _add_job_args(p)
+    p.set_defaults(func=_tile)
+
+
+# ------------------------------------------------------------------------------------------------------
+# handlers
+# ------------------------------------------------------------------------------------------------------
+
+
+def _mpp_lookup(args: argparse.Namespace):
+    from wsigraph.slide import read_mpp_csv
+
+    table = read_mpp_csv(args.mpp_csv) if getattr(args, "mpp_csv", None) else {}
+
+    def lookup(slide_id: str) -> tuple[float | None, float | None]:
+        return table.get(slide_id, args.mpp), args.default_mpp
+
+    return lookup
+
+
+def _slide_info(args: argparse.Namespace) -> int:
+    from wsigraph.errors import WsigraphError
+    from wsigraph.slide import find_slides, open_slide
+
+    lookup = _mpp_lookup(args)
+    failed = 0
+    infos = []
+    for slide_id, path in find_slides(args.slides):
+        mpp, default = lookup(slide_id)
+        try:
+            with open_slide(path, mpp=mpp, default_mpp=default) as slide:
+                info = slide.info()
+                if args.check:
+                    slide.thumbnail(256)
+        except WsigraphError as e:
+            failed += 1
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        infos.append(info)
+        if not args.json:
+            print(_format_info(info))
+    if args.json:
+        print(json.dumps(infos, indent=2))
+    return 2 if failed else 0
+
+
+def _format_info(info: dict[str, Any]) -> str:
+    mpp = info["mpp"]
+    mpp_text = (f"{mpp:.4g} um/px ({info['mpp_source']})" if mpp is not None
+                else "unknown (the file does not record it: pass --mpp)")
+    power = info["objective_power"]
+    lines = [f"{info['path']}",
+             f"  slide_id:  {info['slide_id']}",
+             f"  format:    {info['vendor']} ({info['backend']})",
+             f"  size:      {info['dimensions'][0]} x {info['dimensions'][1]} px",
+             f"  mpp:       {mpp_text}",
+             f"  objective: {'unknown' if power is None else f'{power:g}x'}"
+             + ("" if power is not None or info["magnification"] is None
+                else f" (about {info['magnification']:g}x from mpp)"),
+             "  levels:    level  width x height  downsample  um/px"]
+    for i, ((w, h), ds) in enumerate(zip(info["level_dimensions"], info["level_downsamples"])):
+        lm = "-" if info["level_mpp"] is None else f"{info['level_mpp'][i]:.4g}"
+        lines.append(f"             {i:5d}  {w:>6d} x {h:<6d}  {ds:10.4g}  {lm}")
+    return "\n".join(lines)
+
+
+def _tissue_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(mode=args.mode, method="threshold" if args.threshold is not None else "otsu",
+                threshold=args.threshold, mask_mpp=args.mask_mpp, median_um=args.median_um,
+                close_um=args.close_um, min_object_um2=args.min_object_um2, max_hole_um2=args.max_hole_um2,
+                exclude_pen=args.exclude_pen, exclude_background=not args.keep_background)
+
+
+def _mask_for(slide: Any, slide_id: str, args: argparse.Namespace):
+    """(mask, thumbnail): the user's mask PNG when given and present, else a segmentation."""
+    from wsigraph.slide.tissue import TissueMask, mask_size_for, segment_tissue
+
+    thumb = slide.get_image_at_size(mask_size_for(slide.dimensions, slide.mpp, args.mask_mpp))
+    if args.masks:
+        user = Path(args.masks) / f"{slide_id}.png"
+        if user.exists():
+            mask = TissueMask.from_png(user, slide.dimensions, slide.mpp, source=str(slide.path))
+            return mask, thumb
+    return segment_tissue(slide, thumbnail=thumb, **_tissue_kwargs(args)), thumb
+
+
+def _overlay_background(slide: Any, thumb: Any, min_side: int = 768, max_side: int = 1024) -> Any:
+    """The mask thumbnail, or a larger one for slides whose mask is too small to look at."""
+    if max(thumb.size) >= min_side or max(thumb.size) >= max(slide.dimensions):
+        return thumb
+    return slide.thumbnail(min(max_side, max(slide.dimensions)))
+
+
+def _run(args: argparse.Namespace, stage: str, fn, is_done) -> tuple[Any, int]:
+    from wsigraph.slide import find_slides
+    from wsigraph.utils.jobs import run_per_slide
+
+    out = Path(args.out)
+    report_path = Path(args.report) if args.report else out / f"{stage}_failures.csv"
+    items = find_slides(args.slides)
+    report = run_per_slide(items, fn, on_error=args.on_error, is_done=None if args.overwrite else is_done,
+                           desc=stage, report_path=report_path, stage=stage, progress=not args.no_progress)
+    print(f"{stage}: {report.summary()}" + (f"; failures listed in {report_path}" if report.failed else ""))
+    return report, (2 if report.failed else 0)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from wsigraph.slide import open_slide
+    from wsigraph.utils.atomic import atomic_write_json
+
+    out = Path(args.out)
+    lookup = _mpp_lookup(args)
+
+    def one(slide_id: str, path: Path) -> float:
+        mpp, default = lookup(slide_id)
+        with open_slide(path, mpp=mpp, default_mpp=default) as slide:
+            mask, thumb = _mask_for(slide, slide_id, args)
+            mask.save_overlay(out / "overlays" / f"{slide_id}.png", _overlay_background(slide, thumb))
+            mask.save_png(out / "masks" / f"{slide_id}.png")
+            atomic_write_json(out / "masks" / f"{slide_id}.json", {
+                "slide": str(path), "tissue_fraction": mask.tissue_fraction, "tissue_area_mm2": mask.tissue_area_mm2,
+                "mask_size": list(mask.mask.shape[::-1]), "mask_mpp": mask.mpp, "mode": mask.mode,
+                "threshold": mask.threshold, "params": mask.params})
+            if mask.is_empty:
+                print(f"warning: no tissue found in {path}", file=sys.stderr)
+            return mask.tissue_fraction
+
+    def done(slide_id: str, path: Path) -> bool:
+        return (out / "masks" / f"{slide_id}.json").exists()
+
+    _, code = _run(args, "segment", one, done)
+    return code
+
+
+def _tile(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from wsigraph.data.features import is_complete_feature_file
+    from wsigraph.slide import open_slide, tile_slide, write_coords
+    from wsigraph.utils.atomic import atomic_path
+    from wsigraph.viz.lattice import draw_patches
+
+    out = Path(args.out)
+    lookup = _mpp_lookup(args)
+
+    def coords_path(slide_id: str) -> Path:
+        return out / "coords" / f"{slide_id}.h5"
+
+    def one(slide_id: str, path: Path) -> dict[str, Any]:
+        mpp, default = lookup(slide_id)
+        with open_slide(path, mpp=mpp, default_mpp=default) as slide:
+            mask, thumb = _mask_for(slide, slide_id, args)
+            mask.save_png(out / "masks" / f"{slide_id}.png")
+            thumb = _overlay_background(slide, thumb)
+            try:
+                coords, attrs = tile_slide(slide, mask, target_mpp=args.target_mpp, patch_size=args.patch_size,
+                                           min_tissue=args.min_tissue)
+            except Exception:
+                mask.save_overlay(out / "overlays" / f"{slide_id}.png", thumb)  # to see why
+                raise
+            overlay = draw_patches(mask.overlay(thumb), coords, attrs["patch_size_level0"], slide.dimensions)
+            with atomic_path(out / "overlays" / f"{slide_id}.png") as tmp:
+                overlay.save(tmp, format="PNG")
+            write_coords(coords_path(slide_id), coords, attrs)
+            return {"n_patches": len(coords), "tissue_fraction": attrs["tissue_fraction"],
+                    "level0_mpp": attrs["level0_mpp"], "patch_size_level0": attrs["patch_size_level0"],
+                    "patch_level": attrs["patch_level"]}
+
+    def done(slide_id: str, path: Path) -> bool:
+        return is_complete_feature_file(coords_path(slide_id), require_features=False)
+
+    report, code = _run(args, "tile", one, done)
+    rows = [{"slide_id": sid, "status": "done", **report.results[sid]} for sid in report.done]
+    rows += [{"slide_id": sid, "status": "already complete"} for sid in report.resumed]
+    rows += [{"slide_id": sid, "status": "failed", "error": err} for sid, err in report.failed.items()]
+    if rows:
+        with atomic_path(out / "tiling_summary.csv") as tmp:
+            table = pd.DataFrame(rows).sort_values("slide_id")
+            for col in ("n_patches", "patch_size_level0", "patch_level"):
+                if col in table:
+                    table[col] = table[col].astype("Int64")
+            table.to_csv(tmp, index=False)
+    for sid in report.done:
+        r = report.results[sid]
+        print(f"  {sid}: {r['n_patches']} patches (step {r['patch_size_level0']} level-0 px, tissue "
+              f"{r['tissue_fraction']:.1%})")
+    return code
