@@ -13,6 +13,7 @@ from wsigraph.data.features import (
     infer_grid_step,
     is_complete_feature_file,
     list_feature_files,
+    read_coords,
     read_features,
     validate_bag,
     write_features,
@@ -30,6 +31,10 @@ _LAZY = {
     "generate_slide": "wsigraph.data.synthetic",
     "make_synthetic_cohort": "wsigraph.data.synthetic",
     "import_srmil": "wsigraph.data.srmil_import",
+    **{name: "wsigraph.data.annotations" for name in (
+        "AnnotationPolygon", "read_asap_xml", "read_geojson_annotations", "read_annotations",
+        "patch_labels_from_polygons", "lesion_fraction", "lesion_components", "add_patch_labels",
+        "label_feature_folder", "find_annotation")},
 }
 
 
@@ -48,6 +53,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "FeatureBag",
     "read_features",
+    "read_coords",
     "write_features",
     "validate_bag",
     "infer_grid_step",

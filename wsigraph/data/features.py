@@ -118,6 +118,21 @@ def read_features(
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
 
 
+def read_coords(path: str | os.PathLike, *, coords_path: str | os.PathLike | None = None) -> FeatureBag:
+    """A slide's coordinates and attributes without its embeddings (``bag.features`` is None).
+
+    For HDF5 files only ``coords`` is read, so graph building never loads the (N, D) embeddings.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"{path}: feature file does not exist")
+    if path.suffix.lower() in H5_SUFFIXES:
+        return _read_h5(path, coords_only=True)
+    bag = read_features(path, require_features=False, coords_path=coords_path, validate=False)
+    bag.features = None
+    return bag
+
+
 def _read_h5(path: Path, coords_only: bool = False) -> FeatureBag:
     try:
         return _read_h5_unchecked(path, coords_only)
