@@ -1,0 +1,248 @@
+"""Cohort jobs over many slides: shards, resume, skip-and-report, and matching coords files to slides.
+
+:func:`extract_cohort` runs :func:`wsigraph.features.extract.extract_features` per slide through
+:func:`wsigraph.utils.jobs.run_per_slide`, so a long job shows its progress, resumes (slides whose output is
+complete for this encoder are skipped), skips and reports slides that fail, and can be split over processes
+or machines: ``shard=(i, n)``, or ``RANK``/``WORLD_SIZE`` set by torchrun, or ``SLURM_PROCID``/``SLURM_NTASKS``;
+shard ``i`` takes slides ``i::n`` of the list sorted by slide id.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from wsigraph.errors import InputError, MissingFileError
+from wsigraph.features.encoders import PatchEncoder
+from wsigraph.features.extract import extract_features, resolve_device
+
+log = logging.getLogger("wsigraph")
+
+
+# ----------------------------------------------------------------------------------------------------
+# shards
+# ----------------------------------------------------------------------------------------------------
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"i/n"`` (0-based ``i``) or ``(i, n)`` -> ``(i, n)``; None -> None."""
+    if shard is None or shard == "":
+        return None
+    if isinstance(shard, str):
+        parts = shard.split("/")
+        try:
+            i, n = (int(p) for p in parts)
+        except ValueError:
+            raise InputError(f"shard must look like 'i/n' (e.g. 0/4), got {shard!r}") from None
+    else:
+        i, n = (int(v) for v in shard)
+    if n < 1 or not 0 <= i < n:
+        raise InputError(f"shard {i}/{n}: need n >= 1 and 0 <= i < n")
+    return i, n
+
+
+def shard_from_env(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """``(RANK, WORLD_SIZE)`` set by torchrun, else ``(SLURM_PROCID, SLURM_NTASKS)``; None when single."""
+    env = os.environ if environ is None else environ
+    for rank_key, size_key in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if env.get(size_key):
+            try:
+                i, n = int(env.get(rank_key, "0")), int(env[size_key])
+            except ValueError:
+                raise InputError(f"environment {rank_key}={env.get(rank_key)!r} {size_key}={env[size_key]!r} "
+                                 "are not integers") from None
+            if n > 1:
+                return parse_shard((i, n))
+    return None
+
+
+def select_shard(items: Sequence[Any], shard: tuple[int, int] | None, key: Callable[[Any], str] = str) -> list[Any]:
+    """Items ``i::n`` of ``items`` sorted by ``key`` (all of them, sorted, when ``shard`` is None)."""
+    ordered = sorted(items, key=key)
+    if shard is None:
+        return ordered
+    i, n = shard
+    return ordered[i::n]
+
+
+# ----------------------------------------------------------------------------------------------------
+# cohorts
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SlideJob:
+    """One slide of a cohort job: its id, its slide file and its coords file (None: make them first)."""
+
+    slide_id: str
+    slide_path: Path | None
+    coords_path: Path | None = None
+    mpp: float | None = None
+
+
+def feature_file_status(path: str | os.PathLike, encoder_name: str) -> str:
+    """``"missing"``, ``"done"`` (complete, same encoder) or ``"other"`` (complete, another encoder)."""
+    import h5py
+
+    from wsigraph.data.features import is_complete_feature_file
+
+    path = Path(path)
+    if not is_complete_feature_file(path):
+        return "missing"
+    try:
+        with h5py.File(path, "r") as f:
+            enc = f.attrs.get("encoder")
+    except OSError:
+        return "missing"
+    if isinstance(enc, bytes):
+        enc = enc.decode()
+    return "done" if enc == encoder_name else "other"
+
+
+def encoder_folder_name(name: str) -> str:
+    """A folder-safe form of an encoder name (``timm:resnet18`` -> ``timm-resnet18``)."""
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
+
+
+def shard_suffix(shard: tuple[int, int] | None) -> str:
+    return "" if shard is None else f".shard-{shard[0]}-of-{shard[1]}"
+
+
+def extract_cohort(
+    jobs: Sequence[SlideJob],
+    out_dir: str | os.PathLike,
+    encoder: PatchEncoder,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    device: str | torch.device = "auto",
+    amp: str = "auto",
+    features_dtype: str = "float32",
+    shard: str | tuple[int, int] | None = None,
+    on_error: str = "skip",
+    report_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    opener: Callable[..., Any] | None = None,
+):
+    """Extract features for many slides into ``out_dir/<slide_id>.h5``; returns the ``JobReport``.
+
+    Slides whose file is already complete for this encoder are skipped (resume) unless ``overwrite``;
+    a complete file of *another* encoder is an error for that slide (reported), never overwritten
+    silently. ``shard``: ``"i/n"`` or ``(i, n)``; default from ``RANK``/``WORLD_SIZE`` (torchrun) or
+    ``SLURM_PROCID``/``SLURM_NTASKS``. Failures are written to ``report_path`` (default
+    ``out_dir/extract_failures[.shard-i-of-n].csv``) and a summary to ``out_dir/extract_summary[...].json``.
+    """
+    from wsigraph.utils.jobs import run_per_slide
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shard_t = parse_shard(shard) if shard is not None else shard_from_env()
+    mine = select_shard(list(jobs), shard_t, key=lambda j: j.slide_id)
+    dev = resolve_device(device)
+    encoder = encoder.to(dev).eval()
+    suffix = shard_suffix(shard_t)
+    if report_path is None:
+        report_path = out_dir / f"extract_failures{suffix}.csv"
+    if shard_t is not None:
+        log.info("shard %d/%d: %d of %d slides", shard_t[0], shard_t[1], len(mine), len(jobs))
+
+    def is_done(slide_id: str, job: SlideJob) -> bool:
+        return not overwrite and feature_file_status(out_dir / f"{slide_id}.h5", encoder.name) == "done"
+
+    def run_one(slide_id: str, job: SlideJob) -> dict[str, Any]:
+        out = out_dir / f"{slide_id}.h5"
+        if not overwrite and feature_file_status(out, encoder.name) == "other":
+            raise InputError(f"{out}: holds features of another encoder; use another output folder, "
+                             "delete the file, or pass overwrite (--overwrite)")
+        if job.slide_path is None:
+            raise MissingFileError(f"no slide file found for {slide_id!r} (coords {job.coords_path})")
+        if job.coords_path is None:
+            raise MissingFileError(f"no coords file for {slide_id!r}")
+        res = extract_features(job.slide_path, job.coords_path, out, encoder, batch_size=batch_size,
+                               num_workers=num_workers, device=dev, amp=amp, features_dtype=features_dtype,
+                               slide_mpp=job.mpp, progress=progress, opener=opener)
+        return res.as_dict()
+
+    t0 = time.perf_counter()
+    report = run_per_slide([(j.slide_id, j) for j in mine], run_one, on_error=on_error, is_done=is_done,
+                           desc=f"extract{suffix}", report_path=report_path, stage="extract", progress=progress)
+    write_job_summary(out_dir / f"extract_summary{suffix}.json", report, time.perf_counter() - t0,
+                      extra={"encoder": encoder.name, "encoder_weights": encoder.weights_label,
+                             "device": str(dev), "shard": list(shard_t) if shard_t else None,
+                             "report": str(report_path) if report.failed else None})
+    return report
+
+
+def write_job_summary(path: Path, report: Any, seconds: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write (atomically) and log a JSON summary of a cohort job: counts, patches, patches/s, failures."""
+    from wsigraph.utils.atomic import atomic_write_json
+
+    patches = sum(int(r.get("n_patches", 0)) for r in report.results.values() if isinstance(r, dict))
+    summary = {
+        "done": len(report.done), "already_complete": len(report.resumed), "failed": len(report.failed),
+        "patches": patches, "seconds": round(seconds, 2),
+        "patches_per_s": round(patches / seconds, 2) if seconds > 0 and patches else None,
+        **(extra or {}),
+        "slides": report.results, "failures": report.failed,
+    }
+    atomic_write_json(path, summary)
+    log.warning("%s; %d patches in %.1f s (%s patches/s); summary: %s", report.summary(), patches, seconds,
+                summary["patches_per_s"], path)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------
+# matching coords files to slides
+# ----------------------------------------------------------------------------------------------------
+
+
+def slide_id_of_coords(path: Path) -> str:
+    """Slide id of a coords file: its stem, without TRIDENT's ``_patches`` suffix."""
+    stem = path.stem
+    return stem[: -len("_patches")] if stem.endswith("_patches") else stem
+
+
+def list_coords_files(coords: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Coords files from a folder (``*.h5``/``*.hdf5``), or the given files."""
+    items = [coords] if isinstance(coords, (str, os.PathLike)) else list(coords)
+    files: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir()
+                           if q.suffix.lower() in (".h5", ".hdf5") and not q.name.startswith("."))
+            if not found:
+                raise MissingFileError(f"{p}: no coords files (*.h5) in this folder")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise MissingFileError(f"{p}: coords file or folder does not exist")
+    return files
+
+
+def list_slide_files(slides: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, Path]:
+    """Map slide id (file stem) -> slide file for slide files and folders of slides (``wsigraph.slide.find_slides``)."""
+    from wsigraph.slide import find_slides
+
+    items = [slides] if isinstance(slides, (str, os.PathLike)) else list(slides)
+    return dict(find_slides(items))
+
+
+def match_coords_to_slides(coords: str | os.PathLike | Sequence[str | os.PathLike],
+                           slides_dir: str | os.PathLike) -> list[SlideJob]:
+    """One :class:`SlideJob` per coords file, with the slide of the same id (None when absent: reported later)."""
+    slides = list_slide_files(slides_dir)
+    jobs: dict[str, SlideJob] = {}
+    for f in list_coords_files(coords):
+        sid = slide_id_of_coords(f)
+        if sid in jobs:
+            raise InputError(f"{f}: a second coords file for slide {sid!r} (first: {jobs[sid].coords_path})")
+        jobs[sid] = SlideJob(slide_id=sid, slide_path=slides.get(sid), coords_path=f)
+    return list(jobs.values())

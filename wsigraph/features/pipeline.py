@@ -1,0 +1,218 @@
+"""``wsigraph preprocess``: tissue segmentation -> tiling -> feature extraction for each slide of a cohort.
+
+Output layout (TRIDENT-like, one folder per stage, so each stage can be rerun or replaced)::
+
+    out/coords/<slide_id>.h5                   coords-only files (wsigraph.slide.write_coords)
+    out/masks/<slide_id>.png                   tissue mask drawn on the thumbnail (quality control)
+    out/features_<encoder>/<slide_id>.h5       feature files
+    out/preprocess_summary[.shard-i-of-n].json per-slide patches / seconds, failures
+    out/preprocess_failures[...].csv           slide_id,stage,error (only when something failed)
+
+Resumable at both stages: complete coords files are reused, and slides whose feature file is complete
+for this encoder are skipped.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from wsigraph.errors import InputError, MissingFileError, WsigraphError
+from wsigraph.features.encoders import PatchEncoder
+from wsigraph.features.cohort import (
+    SlideJob,
+    encoder_folder_name,
+    feature_file_status,
+    parse_shard,
+    select_shard,
+    shard_from_env,
+    shard_suffix,
+    write_job_summary,
+)
+from wsigraph.features.extract import extract_features, resolve_device
+
+log = logging.getLogger("wsigraph")
+
+PATH_COLUMNS = ("path", "slide_path", "wsi", "filename", "file")
+
+
+def open_slide_with(path: str | os.PathLike, mpp: float | None = None, *, default_mpp: float | None = None) -> Any:
+    """``open_slide(path, mpp=mpp, default_mpp=default_mpp)``; picklable with ``functools.partial``."""
+    from wsigraph.slide import open_slide
+
+    return open_slide(path, mpp=mpp, default_mpp=default_mpp)
+
+
+def read_slide_list(source: str | os.PathLike) -> list[SlideJob]:
+    """Slides of a folder (every whole-slide file in it), one slide file, or a CSV manifest.
+
+    The manifest has a path column (one of ``path``, ``slide_path``, ``wsi``, ``filename``, ``file``;
+    relative paths are taken from the manifest's folder) and optional ``slide_id`` (default: the file
+    stem) and ``mpp`` (level-0 µm/px for that slide, overriding its metadata) columns.
+    """
+    from wsigraph.features.cohort import list_slide_files
+
+    source = Path(source)
+    if source.is_dir():
+        return [SlideJob(slide_id=sid, slide_path=p) for sid, p in list_slide_files(source).items()]
+    if not source.is_file():
+        raise MissingFileError(f"{source}: slides folder or manifest does not exist")
+    if source.suffix.lower() != ".csv":  # one slide file
+        return [SlideJob(slide_id=sid, slide_path=p) for sid, p in list_slide_files(source).items()]
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(source, dtype=str, keep_default_na=False)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{source}: cannot be read as a CSV manifest ({e})") from e
+    col = next((c for c in PATH_COLUMNS if c in table.columns), None)
+    if col is None:
+        raise InputError(f"{source}: the manifest needs a slide path column (one of {list(PATH_COLUMNS)}); "
+                         f"columns present: {list(table.columns)}")
+    jobs: dict[str, SlideJob] = {}
+    for row, rec in enumerate(table.to_dict("records"), start=2):  # row 1 is the header
+        raw = str(rec[col]).strip()
+        if not raw:
+            raise InputError(f"{source}, row {row}: empty {col!r}")
+        p = Path(raw).expanduser()
+        if not p.is_absolute():
+            p = source.parent / p
+        sid = str(rec.get("slide_id", "") or "").strip() or p.stem
+        mpp = None
+        if str(rec.get("mpp", "") or "").strip():
+            try:
+                mpp = float(rec["mpp"])
+            except ValueError:
+                raise InputError(f"{source}, row {row}: mpp {rec['mpp']!r} is not a number") from None
+            if not mpp > 0:
+                raise InputError(f"{source}, row {row}: mpp must be positive, got {mpp}")
+        if sid in jobs:
+            raise InputError(f"{source}, row {row}: slide_id {sid!r} appears twice")
+        jobs[sid] = SlideJob(slide_id=sid, slide_path=p, mpp=mpp)
+    if not jobs:
+        raise InputError(f"{source}: the manifest lists no slides")
+    return list(jobs.values())
+
+
+def make_coords(
+    slide_path: Path,
+    coords_path: Path,
+    *,
+    mpp: float | None = None,
+    default_mpp: float | None = None,
+    target_mpp: float = 0.5,
+    patch_size: int = 224,
+    min_tissue: float = 0.5,
+    segment_kwargs: Mapping[str, Any] | None = None,
+    mask_png: Path | None = None,
+) -> int:
+    """Segment tissue, tile on the global grid and write ``coords_path``; returns the number of patches."""
+    from wsigraph.slide import segment_tissue, tile_slide, write_coords
+
+    with open_slide_with(slide_path, mpp, default_mpp=default_mpp) as slide:
+        mask = segment_tissue(slide, **dict(segment_kwargs or {}))
+        coords, attrs = tile_slide(slide, mask, target_mpp=target_mpp, patch_size=patch_size,
+                                   min_tissue=min_tissue)
+        write_coords(coords_path, coords, attrs)
+        if mask_png is not None:
+            mask.save_overlay(mask_png, slide.thumbnail(1024))
+    return int(coords.shape[0])
+
+
+def preprocess_cohort(
+    slides: Sequence[SlideJob],
+    out_dir: str | os.PathLike,
+    encoder: PatchEncoder,
+    *,
+    target_mpp: float = 0.5,
+    patch_size: int = 224,
+    min_tissue: float = 0.5,
+    segment_kwargs: Mapping[str, Any] | None = None,
+    default_mpp: float | None = None,
+    save_masks: bool = True,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    device: str | torch.device = "auto",
+    amp: str = "auto",
+    features_dtype: str = "float32",
+    shard: str | tuple[int, int] | None = None,
+    on_error: str = "skip",
+    report_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+):
+    """Run segmentation, tiling and extraction for each slide; returns the ``JobReport``.
+
+    Args:
+        slides: from :func:`read_slide_list` (``SlideJob.mpp`` overrides that slide's resolution).
+        default_mpp: level-0 µm/px for slides whose files record none.
+        segment_kwargs: options of :func:`wsigraph.slide.segment_tissue` (``mode``, ``method`` ...).
+        shard, on_error, report_path, overwrite: as in :func:`wsigraph.features.cohort.extract_cohort`.
+
+    A failing slide is reported with the stage that failed (``tissue/tiling`` or ``extraction``) and the
+    others go on (``on_error="skip"``).
+    """
+    from wsigraph.data.features import is_complete_feature_file
+    from wsigraph.utils.jobs import run_per_slide
+
+    out_dir = Path(out_dir)
+    coords_dir, mask_dir = out_dir / "coords", out_dir / "masks"
+    feat_dir = out_dir / f"features_{encoder_folder_name(encoder.name)}"
+    for d in (coords_dir, feat_dir) + ((mask_dir,) if save_masks else ()):
+        d.mkdir(parents=True, exist_ok=True)
+    shard_t = parse_shard(shard) if shard is not None else shard_from_env()
+    mine = select_shard(list(slides), shard_t, key=lambda j: j.slide_id)
+    dev = resolve_device(device)
+    encoder = encoder.to(dev).eval()
+    suffix = shard_suffix(shard_t)
+    if report_path is None:
+        report_path = out_dir / f"preprocess_failures{suffix}.csv"
+    opener: Callable[..., Any] = functools.partial(open_slide_with, default_mpp=default_mpp)
+
+    def is_done(slide_id: str, job: SlideJob) -> bool:
+        return not overwrite and feature_file_status(feat_dir / f"{slide_id}.h5", encoder.name) == "done"
+
+    def run_one(slide_id: str, job: SlideJob) -> dict[str, Any]:
+        if job.slide_path is None or not Path(job.slide_path).exists():
+            raise MissingFileError(f"{job.slide_path}: slide file does not exist")
+        coords_path = coords_dir / f"{slide_id}.h5"
+        t0 = time.perf_counter()
+        if overwrite or not is_complete_feature_file(coords_path, require_features=False):
+            try:
+                make_coords(Path(job.slide_path), coords_path, mpp=job.mpp, default_mpp=default_mpp,
+                            target_mpp=target_mpp, patch_size=patch_size, min_tissue=min_tissue,
+                            segment_kwargs=segment_kwargs,
+                            mask_png=mask_dir / f"{slide_id}.png" if save_masks else None)
+            except WsigraphError as e:
+                raise type(e)(f"tissue/tiling: {e}") from e
+        t1 = time.perf_counter()
+        out = feat_dir / f"{slide_id}.h5"
+        if not overwrite and feature_file_status(out, encoder.name) == "other":
+            raise InputError(f"{out}: holds features of another encoder; use another output folder, "
+                             "delete the file, or pass overwrite (--overwrite)")
+        try:
+            res = extract_features(job.slide_path, coords_path, out, encoder, batch_size=batch_size,
+                                   num_workers=num_workers, device=dev, amp=amp, features_dtype=features_dtype,
+                                   slide_mpp=job.mpp, progress=progress, opener=opener)
+        except WsigraphError as e:
+            raise type(e)(f"extraction: {e}") from e
+        d = res.as_dict()
+        d.update(coords=str(coords_path), tiling_seconds=round(t1 - t0, 3), seconds=round(time.perf_counter() - t0, 3))
+        return d
+
+    t0 = time.perf_counter()
+    report = run_per_slide([(j.slide_id, j) for j in mine], run_one, on_error=on_error, is_done=is_done,
+                           desc=f"preprocess{suffix}", report_path=report_path, stage="preprocess",
+                           progress=progress)
+    write_job_summary(out_dir / f"preprocess_summary{suffix}.json", report, time.perf_counter() - t0,
+                      extra={"encoder": encoder.name, "encoder_weights": encoder.weights_label,
+                             "features": str(feat_dir), "coords": str(coords_dir), "device": str(dev),
+                             "target_mpp": target_mpp, "patch_size": patch_size, "min_tissue": min_tissue,
+                             "shard": list(shard_t) if shard_t else None,
+                             "report": str(report_path) if report.failed else None})
+    return report
