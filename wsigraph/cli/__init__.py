@@ -12,12 +12,13 @@ import logging
 import sys
 
 COMMAND_MODULES = (
-    "wsigraph.cli.data",  # synth, import-srmil, split
+    "wsigraph.cli.data",  # synth, import-srmil, split, label-patches
     "wsigraph.cli.graph",  # build-graphs
     "wsigraph.cli.slide",  # slide-info, segment, tile
     "wsigraph.cli.extract",  # extract, preprocess
     "wsigraph.cli.train",  # train, evaluate, predict
     "wsigraph.cli.viz",  # heatmap
+    "wsigraph.cli.bench",  # bench
     "wsigraph.cli.demo",  # demo
 )
 

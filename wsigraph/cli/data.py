@@ -1,7 +1,10 @@
-"""``wsigraph synth | import-srmil | split``: synthetic cohorts, SRMIL pickle import, cohort splits."""
+"""``wsigraph synth | import-srmil | split | label-patches``: synthetic cohorts, SRMIL pickle import, cohort
+splits, patch labels from lesion annotations."""
 from __future__ import annotations
 
 import argparse
+
+from wsigraph.cli._options import add_job_args, job_kwargs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,9 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one split per pickle, written to the manifest's split column")
     p.add_argument("--patch-size-level0", type=int, default=224, help="grid step of pos (default: %(default)s)")
     p.add_argument("--mpp", type=float, default=0.5, help="um/px of the patches (default: %(default)s)")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="skip bad items and list them in the report (default: %(default)s)")
-    p.add_argument("--report", metavar="CSV", help="where to write skipped items (default: OUT_DIR/import_report.csv)")
+    add_job_args(p, report_default="OUT_DIR/import_report.csv", items="items")
     p.set_defaults(func=_import_srmil)
 
     p = sub.add_parser("split", help="make train/val/test splits of a cohort manifest and write them to CSV",
@@ -67,6 +68,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ignore-split-column", action="store_true",
                    help="make k folds even if the manifest has a split column")
     p.set_defaults(func=_split)
+
+    p = sub.add_parser(
+        "label-patches", help="patch labels from lesion annotations (ASAP XML, QuPath GeoJSON) into feature files",
+        description="For each FEATURE_DIR/<slide_id>.h5, read ANNOTATION_DIR/<slide_id>.xml (ASAP, e.g. "
+                    "CAMELYON16) or .geojson/.json (QuPath; level-0 pixel coordinates) and write a copy "
+                    "OUT/<slide_id>.h5 with a 'patch_labels' dataset (1 = lesion patch). Exclusion regions "
+                    "(ASAP group _2, QuPath class Exclusion/Ignore*) are never lesion. Exit status 1 when some "
+                    "slides failed (listed in the report).")
+    p.add_argument("feature_dir", metavar="FEATURE_DIR", help="folder of <slide_id>.h5 feature (or coords) files")
+    p.add_argument("annotation_dir", metavar="ANNOTATION_DIR", help="folder of <slide_id>.xml/.geojson/.json")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder of the labelled copies")
+    p.add_argument("--min-fraction", type=_min_fraction, default=0.5, metavar="0-1|center",
+                   help="a patch is lesion when at least this fraction of its area is (4x4 sample points), or "
+                        "'center': when its centre is (default: %(default)s)")
+    p.add_argument("--classes", nargs="+", metavar="NAME",
+                   help="lesion groups / classes to use (ASAP PartOfGroup, QuPath class; default: all)")
+    p.add_argument("--missing", choices=("negative", "skip", "error"), default="negative",
+                   help="slides without an annotation file: all-zero labels (the CAMELYON16 convention for "
+                        "normal slides), left out, or a failure (default: %(default)s)")
+    add_job_args(p, report_default="OUT/label_patches_failures.csv")
+    p.set_defaults(func=_label_patches)
+
+
+def _min_fraction(text: str) -> float | str:
+    """``--min-fraction``: a number in (0, 1] or ``center``."""
+    if text.strip().lower() in ("center", "centre"):
+        return "center"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'center', got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] or 'center', got {text!r}")
+    return value
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -88,8 +123,8 @@ def _import_srmil(args: argparse.Namespace) -> int:
     from wsigraph.data.srmil_import import import_srmil
 
     cohort = import_srmil(args.pkl, args.out_dir, classes=args.classes, trust_pickle=args.trust_pickle,
-                          patch_size_level0=args.patch_size_level0, on_error=args.on_error, splits=args.splits,
-                          mpp=args.mpp, report_path=args.report)
+                          patch_size_level0=args.patch_size_level0, splits=args.splits, mpp=args.mpp,
+                          **job_kwargs(args))
     report = cohort.import_report
     print(f"imported {len(cohort)} slides into {args.out_dir} ({report.summary()})")
     if report.failed:
@@ -110,3 +145,19 @@ def _split(args: argparse.Namespace) -> int:
     print(splits.summary())
     print(f"wrote {len(splits)} fold(s) to {args.out}")
     return 0
+
+
+def _label_patches(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from wsigraph.data.annotations import label_feature_folder
+
+    kw = job_kwargs(args, Path(args.out) / "label_patches_failures.csv")
+    report = label_feature_folder(args.feature_dir, args.annotation_dir, args.out, missing=args.missing,
+                                  min_fraction=args.min_fraction, classes=args.classes, **kw)
+    positive = sum(report.results.values())
+    print(f"patch labels: {report.summary()}; {positive} lesion patches in "
+          f"{sum(n > 0 for n in report.results.values())} slide(s) -> {args.out}")
+    if report.failed:
+        print(f"failed slides are listed in {kw['report_path']}")
+    return 1 if report.failed else 0

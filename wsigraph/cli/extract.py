@@ -3,6 +3,17 @@ from __future__ import annotations
 
 import argparse
 
+from wsigraph.cli._options import (
+    add_job_args,
+    add_mpp_args,
+    add_tiling_args,
+    add_tissue_args,
+    job_kwargs,
+    mpp_resolver,
+    tiling_kwargs,
+    tissue_kwargs,
+)
+
 
 def _add_encoder_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("encoder")
@@ -30,27 +41,9 @@ def _add_encoder_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--float16", action="store_true", help="store features as float16 (half the disk)")
 
 
-def _add_job_args(p: argparse.ArgumentParser, command: str) -> None:
-    g = p.add_argument_group("cohort job")
-    g.add_argument("--shard", metavar="I/N",
-                   help="process slides I::N (0-based) of the list sorted by slide id; default from RANK/"
-                        "WORLD_SIZE (torchrun) or SLURM_PROCID/SLURM_NTASKS")
-    g.add_argument("--on-error", choices=("skip", "raise"), default="skip",
-                   help="skip failing slides and list them in the report (default: %(default)s)")
-    g.add_argument("--report", metavar="CSV",
-                   help=f"failure report (default: OUT/{command}_failures[.shard-I-of-N].csv)")
-    g.add_argument("--overwrite", action="store_true",
-                   help="recompute slides whose output is already complete (default: skip them = resume)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def _add_mpp_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("resolution (for slides whose file lacks it, or to correct it)")
-    g.add_argument("--mpp", type=float, metavar="UM_PER_PX",
-                   help="level-0 microns per pixel for every slide, overriding the files")
-    g.add_argument("--default-mpp", type=float, metavar="UM_PER_PX",
-                   help="microns per pixel used only for slides whose file has none")
-    g.add_argument("--mpp-csv", metavar="CSV", help="per-slide values: columns slide_id (or wsi/file) and mpp")
+def _add_cohort_job_args(p: argparse.ArgumentParser, command: str) -> None:
+    add_job_args(p, report_default=f"OUT/{command}_failures[.shard-I-of-N].csv", on_error="skip", overwrite=True,
+                 shard=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,18 +53,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "from the slide of the same id with worker processes, embed them in batches and write "
                     "OUT/<slide_id>.h5 atomically. Resumable (complete files are skipped); shardable over "
                     "processes or machines (--shard I/N, or one process per GPU with "
-                    "`torchrun --nproc_per_node 4 -m wsigraph extract ...`). Exit status 1 when some slides "
+                    "`torchrun --nproc_per_node 4 -m wsigraph extract ...`). The slide resolution options matter "
+                    "only for coords files without an mpp attribute (CLAM). Exit status 1 when some slides "
                     "failed (listed in the report), 2 on bad arguments.")
     p.add_argument("--coords", required=True, nargs="+", metavar="PATH",
                    help="coords folder(s) or files (<slide_id>.h5)")
     p.add_argument("--slides", required=True, nargs="+", metavar="PATH", help="slide folder(s) or files")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder of feature files")
     _add_encoder_args(p)
-    _add_job_args(p, "extract")
-    g = p.add_argument_group("resolution")
-    g.add_argument("--mpp", type=float, metavar="UM_PER_PX",
-                   help="level-0 microns per pixel, for coords files without an mpp attribute (CLAM) of "
-                        "slides whose file has none")
+    _add_cohort_job_args(p, "extract")
+    add_mpp_args(p)
     p.set_defaults(func=_extract)
 
     p = sub.add_parser(
@@ -84,26 +75,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder of slides, or CSV manifest with a path column (path/slide_path/wsi/filename) "
                         "and optional slide_id, mpp columns")
     p.add_argument("--out", required=True, metavar="DIR")
-    g = p.add_argument_group("tiling")
-    g.add_argument("--target-mpp", type=float, default=0.5,
-                   help="microns per pixel of the patches (0.5 ~ 20x; default: %(default)s)")
-    g.add_argument("--patch-size", type=int, default=224, help="patch side in pixels (default: %(default)s)")
-    g.add_argument("--min-tissue", type=float, default=0.5,
-                   help="minimum tissue fraction of a kept patch (default: %(default)s)")
-    g = p.add_argument_group("tissue segmentation (sizes in micrometres, areas in square micrometres)")
-    g.add_argument("--mode", choices=("auto", "brightfield", "fluorescence"), default="auto",
-                   help="auto: fluorescence when the slide is mostly dark (default: %(default)s)")
-    g.add_argument("--threshold", type=float, metavar="0-255", help="fixed threshold instead of Otsu")
-    g.add_argument("--mask-mpp", type=float, default=8.0, help="mask resolution in um/px (default: %(default)s)")
-    g.add_argument("--min-object-um2", type=float, default=10_000.0,
-                   help="drop tissue pieces smaller than this (default: %(default)s)")
-    g.add_argument("--max-hole-um2", type=float, default=20_000.0,
-                   help="fill holes smaller than this (default: %(default)s)")
-    g.add_argument("--exclude-pen", action="store_true", help="remove blue/green/black marker ink (brightfield)")
+    add_tiling_args(p)
+    g = add_tissue_args(p, masks=False)  # preprocess_cohort segments every slide: no user masks
     g.add_argument("--no-masks", action="store_true", help="do not write the mask overlay PNGs")
-    _add_mpp_args(p)
+    add_mpp_args(p)
     _add_encoder_args(p)
-    _add_job_args(p, "preprocess")
+    _add_cohort_job_args(p, "preprocess")
     p.set_defaults(func=_preprocess)
 
     p = sub.add_parser("encoders", help="list the registered patch encoders",
@@ -131,14 +108,13 @@ def _build(args: argparse.Namespace):
                          input_size=args.input_size, model_kwargs=kwargs)
 
 
-def _job_kwargs(args: argparse.Namespace) -> dict:
+def _run_kwargs(args: argparse.Namespace) -> dict:
     from wsigraph.features.extract import auto_num_workers
 
     return dict(batch_size=args.batch_size,
                 num_workers=auto_num_workers(args.device) if args.num_workers is None else args.num_workers,
                 device=args.device, amp=args.amp, features_dtype="float16" if args.float16 else "float32",
-                shard=args.shard, on_error=args.on_error, report_path=args.report, overwrite=args.overwrite,
-                progress=not args.no_progress)
+                **job_kwargs(args))
 
 
 def _print_report(report, out: str) -> int:
@@ -148,15 +124,26 @@ def _print_report(report, out: str) -> int:
     return 1 if report.failed else 0
 
 
+def _slide_opener(args: argparse.Namespace):
+    """``open_slide`` with ``--default-mpp`` (picklable, for the reader processes); None: the default."""
+    if args.default_mpp is None:
+        return None
+    import functools
+
+    from wsigraph.features.pipeline import open_slide_with
+
+    return functools.partial(open_slide_with, default_mpp=args.default_mpp)
+
+
 def _extract(args: argparse.Namespace) -> int:
     from wsigraph.features.cohort import extract_cohort, match_coords_to_slides
 
     jobs = match_coords_to_slides(args.coords, args.slides)
-    if args.mpp is not None:
-        for j in jobs:
-            j.mpp = args.mpp
+    resolve = mpp_resolver(args)
+    for j in jobs:
+        j.mpp = resolve(j.slide_id, j.mpp)
     encoder = _build(args)
-    report = extract_cohort(jobs, args.out, encoder, **_job_kwargs(args))
+    report = extract_cohort(jobs, args.out, encoder, opener=_slide_opener(args), **_run_kwargs(args))
     return _print_report(report, args.out)
 
 
@@ -164,20 +151,13 @@ def _preprocess(args: argparse.Namespace) -> int:
     from wsigraph.features.pipeline import preprocess_cohort, read_slide_list
 
     slides = read_slide_list(args.slides)
-    table = {}
-    if args.mpp_csv:
-        from wsigraph.slide import read_mpp_csv
-
-        table = read_mpp_csv(args.mpp_csv)
+    resolve = mpp_resolver(args)
     for j in slides:
-        j.mpp = table.get(j.slide_id, j.mpp if j.mpp is not None else args.mpp)
-    segment_kwargs = dict(mode=args.mode, method="threshold" if args.threshold is not None else "otsu",
-                          threshold=args.threshold, mask_mpp=args.mask_mpp, min_object_um2=args.min_object_um2,
-                          max_hole_um2=args.max_hole_um2, exclude_pen=args.exclude_pen)
+        j.mpp = resolve(j.slide_id, j.mpp)  # --mpp-csv, else the manifest's mpp column, else --mpp
     encoder = _build(args)
-    report = preprocess_cohort(slides, args.out, encoder, target_mpp=args.target_mpp, patch_size=args.patch_size,
-                               min_tissue=args.min_tissue, segment_kwargs=segment_kwargs,
-                               default_mpp=args.default_mpp, save_masks=not args.no_masks, **_job_kwargs(args))
+    report = preprocess_cohort(slides, args.out, encoder, segment_kwargs=tissue_kwargs(args),
+                               default_mpp=args.default_mpp, save_masks=not args.no_masks, **tiling_kwargs(args),
+                               **_run_kwargs(args))
     return _print_report(report, args.out)
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from wsigraph.cli._options import add_job_args, job_kwargs
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,10 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--backend", choices=("auto", "lattice", "kdtree", "torch_cluster"), default="auto",
                    help="search backend; all give the same edges (default: %(default)s)")
     g.add_argument("--edge-attr", action="store_true", help="store edge lengths (patch steps) as edge_attr")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="skip: go on past a bad slide and list it in the report (default: %(default)s)")
-    p.add_argument("--report", metavar="CSV", help="failure report (default with skip: CACHE/build_graphs_report.csv)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_job_args(p, report_default="with skip, CACHE/build_graphs_report.csv")
     p.set_defaults(func=_build_graphs)
 
 
@@ -62,11 +61,10 @@ def _build_graphs(args: argparse.Namespace) -> int:
         if not files:
             raise InputError(f"{args.features}: no feature files (*.h5, *.hdf5, *.pt) in this folder")
         dataset = GraphDataset(list(files.values()), slide_ids=list(files), graph=cfg, cache_dir=args.cache)
-    report_path = args.report or (Path(args.cache) / "build_graphs_report.csv" if args.on_error == "skip" else None)
-    report = build_graph_cache(dataset, on_error=args.on_error, report_path=report_path,
-                               progress=not args.no_progress, failed_before=failed_before)
+    kw = job_kwargs(args, Path(args.cache) / "build_graphs_report.csv" if args.on_error == "skip" else None)
+    report = build_graph_cache(dataset, failed_before=failed_before, **kw)
     n_edges = sum(r["num_edges"] for r in report.results.values())
     print(f"graphs in {args.cache}: {report.summary()}; {n_edges} edges built this run")
     if report.failed:
-        print(f"failed slides are listed in {report_path}")
+        print(f"failed slides are listed in {kw['report_path']}")
     return 0

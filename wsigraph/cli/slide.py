@@ -7,45 +7,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
-def _add_mpp_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("resolution (for slides whose file lacks it, or to correct it)")
-    g.add_argument("--mpp", type=float, metavar="UM_PER_PX",
-                   help="level-0 microns per pixel for every slide, overriding the files")
-    g.add_argument("--default-mpp", type=float, metavar="UM_PER_PX",
-                   help="microns per pixel used only for slides whose file has none")
-    g.add_argument("--mpp-csv", metavar="CSV", help="per-slide values: columns slide_id (or wsi/file) and mpp; "
-                                                    "they override the files")
-
-
-def _add_job_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("cohort jobs")
-    g.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="skip failing slides and list them in the report (default: %(default)s)")
-    g.add_argument("--report", metavar="CSV", help="where to write failures (default: OUT/<command>_failures.csv)")
-    g.add_argument("--overwrite", action="store_true", help="redo slides whose outputs already exist")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _add_tissue_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("tissue segmentation (sizes in micrometres, areas in square micrometres)")
-    g.add_argument("--mode", choices=("auto", "brightfield", "fluorescence"), default="auto",
-                   help="auto: fluorescence when the slide is mostly dark (default: %(default)s)")
-    g.add_argument("--threshold", type=float, metavar="0-255",
-                   help="fixed threshold instead of Otsu (saturation for brightfield, brightness for fluorescence)")
-    g.add_argument("--mask-mpp", type=float, default=8.0, help="mask resolution in um/px (default: %(default)s)")
-    g.add_argument("--median-um", type=float, default=24.0, help="median blur window (default: %(default)s)")
-    g.add_argument("--close-um", type=float, default=48.0, help="closing disk diameter (default: %(default)s)")
-    g.add_argument("--min-object-um2", type=float, default=10_000.0,
-                   help="drop tissue pieces smaller than this (default: %(default)s)")
-    g.add_argument("--max-hole-um2", type=float, default=20_000.0,
-                   help="fill holes smaller than this (default: %(default)s)")
-    g.add_argument("--exclude-pen", action="store_true", help="remove blue/green/black marker ink (brightfield)")
-    g.add_argument("--keep-background", action="store_true",
-                   help="do not remove near-white / near-black pixels (brightfield)")
-    g.add_argument("--masks", metavar="DIR",
-                   help="use your own masks DIR/<slide_id>.png (nonzero = tissue, covering the whole slide) "
-                        "instead of segmenting; slides without one are segmented")
+from wsigraph.cli._options import (
+    add_job_args,
+    add_mpp_args,
+    add_tiling_args,
+    add_tissue_args,
+    job_kwargs,
+    open_slide_kwargs,
+    tiling_kwargs,
+    tissue_kwargs,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files or folders of slides")
     p.add_argument("--json", action="store_true", help="print JSON (one object per slide) instead of text")
     p.add_argument("--check", action="store_true", help="also decode a thumbnail, to find corrupt image data")
-    _add_mpp_args(p)
+    add_mpp_args(p)
     p.set_defaults(func=_slide_info)
 
     p = sub.add_parser("segment", help="segment tissue: mask and overlay PNGs per slide",
@@ -62,9 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "and OUT/masks/<slide_id>.json (tissue fraction, parameters).")
     p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files or folders of slides")
     p.add_argument("--out", required=True, metavar="DIR")
-    _add_tissue_args(p)
-    _add_mpp_args(p)
-    _add_job_args(p)
+    add_tissue_args(p)
+    add_mpp_args(p)
+    add_job_args(p, report_default="OUT/segment_failures.csv", overwrite=True)
     p.set_defaults(func=_segment)
 
     p = sub.add_parser("tile", help="lay the global patch grid and keep tissue patches (coords h5 per slide)",
@@ -74,14 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Slides whose coords file is complete are skipped (resume).")
     p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files or folders of slides")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--target-mpp", type=float, default=0.5,
-                   help="um/px of the patch pixels (0.5 ~ 20x, 0.25 ~ 40x; default: %(default)s)")
-    p.add_argument("--patch-size", type=int, default=224, help="patch side in pixels (default: %(default)s)")
-    p.add_argument("--min-tissue", type=float, default=0.5,
-                   help="keep patches with at least this tissue fraction (default: %(default)s)")
-    _add_tissue_args(p)
-    _add_mpp_args(p)
-    _add_job_args(p)
+    add_tiling_args(p)
+    add_tissue_args(p)
+    add_mpp_args(p)
+    add_job_args(p, report_default="OUT/tile_failures.csv", overwrite=True)
     p.set_defaults(func=_tile)
 
 
@@ -90,28 +57,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------------------
 
 
-def _mpp_lookup(args: argparse.Namespace):
-    from wsigraph.slide import read_mpp_csv
-
-    table = read_mpp_csv(args.mpp_csv) if getattr(args, "mpp_csv", None) else {}
-
-    def lookup(slide_id: str) -> tuple[float | None, float | None]:
-        return table.get(slide_id, args.mpp), args.default_mpp
-
-    return lookup
-
-
 def _slide_info(args: argparse.Namespace) -> int:
     from wsigraph.errors import WsigraphError
     from wsigraph.slide import find_slides, open_slide
 
-    lookup = _mpp_lookup(args)
+    open_kwargs = open_slide_kwargs(args)
     failed = 0
     infos = []
     for slide_id, path in find_slides(args.slides):
-        mpp, default = lookup(slide_id)
         try:
-            with open_slide(path, mpp=mpp, default_mpp=default) as slide:
+            with open_slide(path, **open_kwargs(slide_id)) as slide:
                 info = slide.info()
                 if args.check:
                     slide.thumbnail(256)
@@ -147,13 +102,6 @@ def _format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _tissue_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(mode=args.mode, method="threshold" if args.threshold is not None else "otsu",
-                threshold=args.threshold, mask_mpp=args.mask_mpp, median_um=args.median_um,
-                close_um=args.close_um, min_object_um2=args.min_object_um2, max_hole_um2=args.max_hole_um2,
-                exclude_pen=args.exclude_pen, exclude_background=not args.keep_background)
-
-
 def _mask_for(slide: Any, slide_id: str, args: argparse.Namespace):
     """(mask, thumbnail): the user's mask PNG when given and present, else a segmentation."""
     from wsigraph.slide.tissue import TissueMask, mask_size_for, segment_tissue
@@ -164,7 +112,7 @@ def _mask_for(slide: Any, slide_id: str, args: argparse.Namespace):
         if user.exists():
             mask = TissueMask.from_png(user, slide.dimensions, slide.mpp, source=str(slide.path))
             return mask, thumb
-    return segment_tissue(slide, thumbnail=thumb, **_tissue_kwargs(args)), thumb
+    return segment_tissue(slide, thumbnail=thumb, **tissue_kwargs(args)), thumb
 
 
 def _overlay_background(slide: Any, thumb: Any, min_side: int = 768, max_side: int = 1024) -> Any:
@@ -178,12 +126,11 @@ def _run(args: argparse.Namespace, stage: str, fn, is_done) -> tuple[Any, int]:
     from wsigraph.slide import find_slides
     from wsigraph.utils.jobs import run_per_slide
 
-    out = Path(args.out)
-    report_path = Path(args.report) if args.report else out / f"{stage}_failures.csv"
-    items = find_slides(args.slides)
-    report = run_per_slide(items, fn, on_error=args.on_error, is_done=None if args.overwrite else is_done,
-                           desc=stage, report_path=report_path, stage=stage, progress=not args.no_progress)
-    print(f"{stage}: {report.summary()}" + (f"; failures listed in {report_path}" if report.failed else ""))
+    kw = job_kwargs(args, Path(args.out) / f"{stage}_failures.csv")
+    overwrite = kw.pop("overwrite")
+    report = run_per_slide(find_slides(args.slides), fn, is_done=None if overwrite else is_done, desc=stage,
+                           stage=stage, **kw)
+    print(f"{stage}: {report.summary()}" + (f"; failures listed in {kw['report_path']}" if report.failed else ""))
     return report, (2 if report.failed else 0)
 
 
@@ -192,11 +139,10 @@ def _segment(args: argparse.Namespace) -> int:
     from wsigraph.utils.atomic import atomic_write_json
 
     out = Path(args.out)
-    lookup = _mpp_lookup(args)
+    open_kwargs = open_slide_kwargs(args)
 
     def one(slide_id: str, path: Path) -> float:
-        mpp, default = lookup(slide_id)
-        with open_slide(path, mpp=mpp, default_mpp=default) as slide:
+        with open_slide(path, **open_kwargs(slide_id)) as slide:
             mask, thumb = _mask_for(slide, slide_id, args)
             mask.save_overlay(out / "overlays" / f"{slide_id}.png", _overlay_background(slide, thumb))
             mask.save_png(out / "masks" / f"{slide_id}.png")
@@ -224,20 +170,18 @@ def _tile(args: argparse.Namespace) -> int:
     from wsigraph.viz.lattice import draw_patches
 
     out = Path(args.out)
-    lookup = _mpp_lookup(args)
+    open_kwargs = open_slide_kwargs(args)
 
     def coords_path(slide_id: str) -> Path:
         return out / "coords" / f"{slide_id}.h5"
 
     def one(slide_id: str, path: Path) -> dict[str, Any]:
-        mpp, default = lookup(slide_id)
-        with open_slide(path, mpp=mpp, default_mpp=default) as slide:
+        with open_slide(path, **open_kwargs(slide_id)) as slide:
             mask, thumb = _mask_for(slide, slide_id, args)
             mask.save_png(out / "masks" / f"{slide_id}.png")
             thumb = _overlay_background(slide, thumb)
             try:
-                coords, attrs = tile_slide(slide, mask, target_mpp=args.target_mpp, patch_size=args.patch_size,
-                                           min_tissue=args.min_tissue)
+                coords, attrs = tile_slide(slide, mask, **tiling_kwargs(args))
             except Exception:
                 mask.save_overlay(out / "overlays" / f"{slide_id}.png", thumb)  # to see why
                 raise

@@ -5,6 +5,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from wsigraph.cli._options import add_mpp_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,8 +23,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slide-id", help="output name (default: the score file's name without .scores/.h5)")
     p.add_argument("--key", help="dataset / dict key of the scores (default: scores, patch_scores, attention, A)")
     p.add_argument("--column", help="for (N, C) scores: class index or name; for CSV: the score column")
-    p.add_argument("--mpp", type=float, metavar="UM_PER_PX", help="level-0 um/px of a slide without it "
-                   "(only used to open the slide)")
     p.add_argument("--cmap", default="jet", help="matplotlib colour map (default: %(default)s)")
     p.add_argument("--blur", type=float, default=0.0, help="Gaussian sigma in patches (default: none)")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the scores (default: %(default)s)")
@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--object-type", choices=("detection", "tile", "annotation"), default="detection",
                    help="QuPath object type in the GeoJSON (default: %(default)s)")
     p.add_argument("--no-geojson", action="store_true", help="do not write the GeoJSON")
+    add_mpp_args(p, per_slide=False)  # only used to open --slide
     p.set_defaults(func=_heatmap)
 
 
@@ -85,7 +86,7 @@ def _heatmap(args: argparse.Namespace) -> int:
     if args.slide:
         from wsigraph.slide import open_slide
 
-        slide = open_slide(args.slide, mpp=args.mpp)
+        slide = open_slide(args.slide, mpp=args.mpp, default_mpp=args.default_mpp)
     try:
         if slide is not None:
             level0_size = slide.dimensions
