@@ -407,3 +407,16 @@ def test_bad_inputs_name_the_slide():
 def test_build_model_srmil_kwargs():
     m = build_model("srmil", D, 3, mask_rate=0.5, encoder="sage", readout="gated_attention", w_gen=1)
     assert m.mask_rate == 0.5 and m.encoder.conv_type == "sage" and m.w_gen == 1.0
+
+
+def test_training_step_under_bf16_autocast():
+    """bf16 mixed precision (the GPU default) must not reach the sparse kernels, which have no bf16 version."""
+    torch.manual_seed(0)
+    data = lattice_slide()
+    model = build_model("srmil", D, 2, hidden=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logits, parts = model.training_loss(data, torch.tensor([1]))
+    loss.backward()
+    assert torch.isfinite(loss) and logits.shape == (1, 2)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)

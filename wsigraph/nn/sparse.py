@@ -175,8 +175,9 @@ class _CSRAggregate(torch.autograd.Function):
         x, alpha = x.to(_compute_dtype(x.dtype)), alpha.to(_compute_dtype(x.dtype))
         ctx.save_for_backward(x, alpha)
         heads = x.size(1)
-        outs = [torch.sparse.mm(graph.adj_t(alpha[:, h].contiguous()), x[:, h].contiguous())
-                for h in range(heads)]
+        with torch.autocast(x.device.type, enabled=False):  # sparse kernels have no bf16/fp16 versions
+            outs = [torch.sparse.mm(graph.adj_t(alpha[:, h].contiguous()), x[:, h].contiguous())
+                    for h in range(heads)]
         return torch.stack(outs, dim=1).to(ctx.in_dtypes[0])
 
     @staticmethod
@@ -185,21 +186,29 @@ class _CSRAggregate(torch.autograd.Function):
         graph: CSRGraph = ctx.graph
         heads = x.size(1)
         grad = grad.to(x.dtype).contiguous()
-        grad_x = grad_alpha = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.stack([torch.sparse.mm(graph.adj(alpha[:, h]), grad[:, h].contiguous())
-                                  for h in range(heads)], dim=1)
-        if ctx.needs_input_grad[1]:
-            cols = []
-            for h in range(heads):
-                pattern = graph.adj_t(alpha[:, h].contiguous())
-                sampled = torch.sparse.sampled_addmm(pattern, grad[:, h].contiguous(),
-                                                     x[:, h].contiguous().t(), beta=0.0, alpha=1.0)
-                cols.append(sampled.values())
-            grad_alpha = torch.stack(cols, dim=1).to(ctx.in_dtypes[1])
+        with torch.autocast(x.device.type, enabled=False):
+            grad_x, grad_alpha = _csr_aggregate_backward(ctx, x, alpha, grad, graph)
         if grad_x is not None:
             grad_x = grad_x.to(ctx.in_dtypes[0])
         return grad_x, grad_alpha, None
+
+
+def _csr_aggregate_backward(ctx, x: Tensor, alpha: Tensor, grad: Tensor, graph: CSRGraph):
+    """Gradients of :class:`_CSRAggregate` (float32, autocast off) w.r.t. ``x`` and ``alpha``."""
+    heads = x.size(1)
+    grad_x = grad_alpha = None
+    if ctx.needs_input_grad[0]:
+        grad_x = torch.stack([torch.sparse.mm(graph.adj(alpha[:, h]), grad[:, h].contiguous())
+                              for h in range(heads)], dim=1)
+    if ctx.needs_input_grad[1]:
+        cols = []
+        for h in range(heads):
+            pattern = graph.adj_t(alpha[:, h].contiguous())
+            sampled = torch.sparse.sampled_addmm(pattern, grad[:, h].contiguous(),
+                                                 x[:, h].contiguous().t(), beta=0.0, alpha=1.0)
+            cols.append(sampled.values())
+        grad_alpha = torch.stack(cols, dim=1).to(ctx.in_dtypes[1])
+    return grad_x, grad_alpha
 
 
 def csr_aggregate(x: Tensor, alpha: Tensor, graph: CSRGraph) -> Tensor:

@@ -1,0 +1,103 @@
+"""``wsigraph train | evaluate | predict | init-config``: training and inference commands (thin layer)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (one split or k-fold cross-validation) from a YAML config",
+                       description="Train from a YAML config; KEY=VALUE overrides (dotted keys, YAML values) "
+                                   "follow it, e.g. train.epochs=50 model.mask_rate=0.5 data.classes=[a,b]. "
+                                   "Rerunning with the same output_dir resumes.")
+    p.add_argument("--config", "-c", required=True, help="experiment YAML (see `wsigraph init-config`)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--fold", type=int, action="append", default=None,
+                   help="train only this fold (repeatable; default: all)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on a labeled cohort (metrics with 95%% CIs)")
+    p.add_argument("--checkpoint", required=True, help="best.ckpt (or last.ckpt) of a wsigraph run")
+    p.add_argument("--manifest", "--cohort", required=True, dest="manifest", help="cohort CSV slide_id,label,...")
+    p.add_argument("--features", required=True, help="folder of the slides' feature files")
+    p.add_argument("--out", required=True, help="output folder (metrics.json, predictions.csv)")
+    p.add_argument("--split", choices=("train", "val", "test"), default=None,
+                   help="only the manifest's slides of this split")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the CIs (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--cache-dir", default=None, help="graph cache folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="class probabilities and per-patch scores for slides without labels")
+    p.add_argument("--checkpoint", required=True, help="best.ckpt of a wsigraph run")
+    p.add_argument("--features", required=True, nargs="+", help="a folder of feature files, or files")
+    p.add_argument("--out", required=True, help="output folder (predictions.csv, scores/<slide_id>.h5)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    p.add_argument("--cache-dir", default=None, help="graph cache folder")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="skip: go on past bad slides and list them in predict_errors.csv")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("init-config", help="write the default experiment config (the SRMIL paper's recipe)")
+    p.add_argument("--model", default="srmil", help="model name (its constructor defaults are written)")
+    p.add_argument("--manifest", default="manifest.csv", help="value of data.manifest")
+    p.add_argument("--features", default="features", help="value of data.feature_dir")
+    p.add_argument("--out", "-o", default=None, help="YAML file to write (default: print)")
+    p.set_defaults(func=_init_config)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from wsigraph.train.config import load_experiment_config
+    from wsigraph.train.runner import train_experiment
+
+    cfg = load_experiment_config(args.config, args.overrides)
+    res = train_experiment(cfg, folds=args.fold)
+    metrics = res["summary"].get("metrics", {})
+    shown = [k for k in metrics if k.split("_", 1)[1] in ("accuracy", "auc")]
+    for k in shown:
+        m = metrics[k]
+        print(f"{k}: {m['mean']:.4f} +/- {m['std']:.4f}")
+    print(f"results in {res['output_dir']}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from wsigraph.train.inference import evaluate
+
+    m = evaluate(args.checkpoint, args.manifest, args.features, args.out, split=args.split, device=args.device,
+                 n_bootstrap=args.bootstrap, seed=args.seed, num_workers=args.num_workers,
+                 cache_dir=args.cache_dir, progress=not args.no_progress)
+    for k in ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa"):
+        ci = m.get(f"{k}_ci95")
+        print(f"{k}: {m[k]:.4f}" + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""))
+    print(f"results in {args.out}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from wsigraph.train.inference import predict
+
+    features = args.features[0] if len(args.features) == 1 else args.features
+    path = predict(args.checkpoint, features, args.out, device=args.device, cache_dir=args.cache_dir,
+                   on_error=args.on_error, progress=not args.no_progress)
+    print(f"predictions in {path}")
+    return 0
+
+
+def _init_config(args: argparse.Namespace) -> int:
+    from wsigraph.config import config_to_yaml
+    from wsigraph.train.config import default_config
+    from wsigraph.utils.atomic import atomic_write_text
+
+    cfg = default_config(args.model, manifest=args.manifest, feature_dir=args.features)
+    text = ("# wsigraph experiment config (defaults: the SRMIL paper's recipe). Edit, then run:\n"
+            "#   wsigraph train --config THIS.yaml [key=value ...]\n" + config_to_yaml(cfg, comments=True))
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0

@@ -1,0 +1,266 @@
+"""The experiment configuration: data, graph, model, training and output, as typed dataclasses.
+
+Read with :func:`load_experiment_config` (YAML + dotted overrides, strict keys and types, see
+:mod:`wsigraph.config`). ``wsigraph init-config`` writes the defaults (the SRMIL paper's) as commented YAML.
+
+Model hyper-parameters sit flat under ``model:`` next to ``name`` and are checked against the model
+class's constructor (``model.mask_rate=0.5``); an unknown one is a :class:`ConfigError` listing the valid
+ones.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Union
+
+from wsigraph.config import load_config
+from wsigraph.errors import ConfigError
+
+try:  # the graph engineer's dataclass is the source of truth for graph settings
+    from wsigraph.graph import GraphConfig
+except ImportError:  # pragma: no cover - while wsigraph.graph's __init__ does not export it yet
+    from wsigraph.graph.params import GraphConfig
+
+SPLIT_MODES = ("auto", "manifest", "kfold", "csv")
+SELECT_METRICS = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa", "loss")
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16", "16-mixed", "16", "64-true", "64", "bf16-true")
+
+
+def _help(text: str, **kw: Any) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class DataConfig:
+    """Which slides, where their features are, and how they are split."""
+
+    manifest: str = _help("cohort CSV: slide_id,label[,case_id][,split]")
+    feature_dir: Optional[str] = _help("folder of <slide_id>.h5 feature files", default=None)
+    classes: Optional[list[str]] = _help("ordered class names (label_index = position); null: sorted labels",
+                                         default=None)
+    ordinal: bool = _help("classes are ordered grades (quadratic kappa)", default=False)
+    split_mode: str = _help("auto (manifest split column if present, else kfold) | manifest | kfold | csv",
+                            default="auto")
+    n_folds: int = _help("folds of cross-validation (split_mode kfold)", default=5)
+    val_frac: float = _help("fraction of the training part held out for validation", default=0.2)
+    split_seed: int = _help("seed of the splits (kept apart from train.seed)", default=0)
+    splits_csv: Optional[str] = _help("splits file fold,split,slide_id (split_mode csv)", default=None)
+    cache_dir: Optional[str] = _help("graph cache folder (null: no cache)", default=None)
+    num_workers: int = _help("data loader worker processes", default=0)
+
+    def __post_init__(self) -> None:
+        if self.split_mode not in SPLIT_MODES:
+            raise ConfigError(f"split_mode must be one of {list(SPLIT_MODES)}, got {self.split_mode!r}")
+        if self.split_mode == "csv" and not self.splits_csv:
+            raise ConfigError("split_mode 'csv' needs splits_csv (the file of fold,split,slide_id rows)")
+        if not 0.0 <= self.val_frac < 1.0:
+            raise ConfigError(f"val_frac must be in [0, 1), got {self.val_frac}")
+        if self.n_folds < 1:
+            raise ConfigError(f"n_folds must be >= 1, got {self.n_folds}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"classes lists a name twice: {self.classes}")
+
+
+@dataclass
+class ModelConfig:
+    """A registered model (``wsigraph.nn.MODELS``) and its constructor arguments, written flat."""
+
+    __config_extra__ = "params"
+
+    name: str = _help("model name in wsigraph.nn.MODELS", default="srmil")
+    params: dict[str, Any] = _help("constructor arguments of the model (written flat under model:)",
+                                   default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, model selection and hardware."""
+
+    epochs: int = _help("training epochs (one slide per step)", default=100)
+    lr: float = _help("AdamW learning rate", default=5e-4)
+    weight_decay: float = _help("AdamW weight decay", default=1e-5)
+    scheduler: str = _help("cosine (CosineAnnealingLR over the epochs) | none", default="cosine")
+    min_lr: float = _help("learning rate at the end of the cosine schedule", default=0.0)
+    select_metric: str = _help("validation metric of model selection: " + " | ".join(SELECT_METRICS),
+                               default="accuracy")
+    select_tiebreak: Optional[str] = _help("metric breaking ties of select_metric (null: none)", default="auc")
+    select_after: float = _help("select only after this fraction of the epochs", default=0.6)
+    early_stopping_patience: Optional[int] = _help(
+        "stop after this many eligible epochs without improvement (null: never)", default=None)
+    class_weights: Union[str, list[float]] = _help("none | balanced | list of one weight per class",
+                                                   default="none")
+    precision: str = _help("auto (bf16-mixed on CUDA, 32-true on CPU) or a Lightning precision", default="auto")
+    seed: int = _help("seed of weights, masking and data order", default=0)
+    accelerator: str = _help("auto | cpu | gpu | cuda | mps", default="auto")
+    devices: Union[int, str, list[int]] = _help("devices per node (int, list of ids, or 'auto')", default=1)
+    num_nodes: int = _help("machines (multi-node DDP)", default=1)
+    strategy: str = _help("auto (ddp when several devices) or a Lightning strategy name", default="auto")
+    deterministic: bool = _help("deterministic algorithms (warn-only on CUDA)", default=True)
+    gradient_clip: Optional[float] = _help("clip gradient norm (null: off)", default=None)
+    bootstrap: int = _help("bootstrap resamples of the 95% confidence intervals (0: none)", default=1000)
+    progress_bar: bool = _help("show progress bars", default=True)
+    log_every_n_steps: int = _help("how often step metrics are recorded", default=50)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.scheduler not in ("cosine", "none"):
+            raise ConfigError(f"scheduler must be 'cosine' or 'none', got {self.scheduler!r}")
+        for name in ("select_metric", "select_tiebreak"):
+            v = getattr(self, name)
+            if v is not None and v not in SELECT_METRICS:
+                raise ConfigError(f"{name} must be one of {list(SELECT_METRICS)}, got {v!r}")
+        if not 0.0 <= self.select_after < 1.0:
+            raise ConfigError(f"select_after must be in [0, 1), got {self.select_after}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ConfigError(f"early_stopping_patience must be >= 1 or null, got {self.early_stopping_patience}")
+        if isinstance(self.class_weights, str) and self.class_weights not in ("none", "balanced"):
+            raise ConfigError(f"class_weights must be 'none', 'balanced' or a list of numbers, "
+                              f"got {self.class_weights!r}")
+        if isinstance(self.class_weights, list) and any(w < 0 for w in self.class_weights):
+            raise ConfigError(f"class_weights must be >= 0, got {self.class_weights}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.num_nodes < 1:
+            raise ConfigError(f"num_nodes must be >= 1, got {self.num_nodes}")
+        if self.bootstrap < 0:
+            raise ConfigError(f"bootstrap must be >= 0, got {self.bootstrap}")
+        if self.log_every_n_steps < 1:
+            raise ConfigError(f"log_every_n_steps must be >= 1, got {self.log_every_n_steps}")
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything ``wsigraph train`` needs; saved as ``<output_dir>/config.yaml`` with the results."""
+
+    data: DataConfig = _help("cohort and splits")
+    graph: GraphConfig = _help("spatial graph construction", default_factory=GraphConfig)
+    model: ModelConfig = _help("model", default_factory=ModelConfig)
+    train: TrainConfig = _help("training", default_factory=TrainConfig)
+    output_dir: str = _help("results folder (resumes when it holds a previous run)", default="runs/experiment")
+
+
+# ----------------------------------------------------------------------------------------------------
+# model parameters
+# ----------------------------------------------------------------------------------------------------
+
+def model_class(name: str) -> type:
+    """The registered model class ``name`` (ConfigError listing the registered names)."""
+    from wsigraph.nn import model_class as _model_class
+
+    return _model_class(name)
+
+
+def model_signature_defaults(name: str) -> tuple[dict[str, Any], bool]:
+    """``({param: default or inspect.Parameter.empty}, accepts_var_kwargs)`` of the model's constructor
+    (without ``in_dim`` and ``num_classes``)."""
+    from wsigraph.nn import model_arguments
+
+    defaults = model_arguments(name)
+    sig = inspect.signature(model_class(name).__init__)
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    return dict(defaults), var_kw
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def validate_model_params(name: str, params: Mapping[str, Any], where: str = "model") -> dict[str, Any]:
+    """Check ``params`` against the constructor of model ``name``; return them (ints cast to float where
+    the default is a float).
+
+    Raises:
+        ConfigError: unknown model, unknown parameter (lists the valid ones), a value whose type does not
+            match the default's, or a required constructor argument missing.
+    """
+    defaults, var_kw = model_signature_defaults(name)
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in ("in_dim", "num_classes"):
+            raise ConfigError(f"{where}.{key}: set by the data (feature dimension / number of classes), "
+                              "not in the config")
+        if key not in defaults:
+            if var_kw:
+                out[key] = value
+                continue
+            raise ConfigError(f"unknown parameter '{where}.{key}' for model {name!r}; valid parameters: "
+                              f"{', '.join(sorted(defaults))}")
+        default = defaults[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            raise ConfigError(f"'{where}.{key}' must be {type(default).__name__} like its default "
+                              f"{default!r}, got {value!r} ({type(value).__name__})")
+        out[key] = value
+    missing = [k for k, d in defaults.items() if d is inspect.Parameter.empty and k not in out]
+    if missing:
+        raise ConfigError(f"model {name!r} needs parameter(s) {', '.join(f'{where}.{m}' for m in missing)}")
+    return out
+
+
+def resolved_model_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """All constructor arguments of the model: the given ones plus the defaults (plain values only), so a
+    checkpoint rebuilds the same model even if a default changes later."""
+    defaults, _ = model_signature_defaults(name)
+    out = {k: v for k, v in defaults.items() if v is not inspect.Parameter.empty and _is_plain(v)}
+    out.update(validate_model_params(name, params))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------------------------------
+
+
+def load_experiment_config(src: str | os.PathLike | Mapping[str, Any] | None,
+                           overrides: Iterable[str] = (), *, check_model: bool = True) -> ExperimentConfig:
+    """Load an :class:`ExperimentConfig` (YAML path or mapping) with dotted overrides.
+
+    With ``check_model`` the model name and its parameters are validated against ``wsigraph.nn``.
+    """
+    cfg = load_config(src, ExperimentConfig, overrides)
+    if check_model:
+        source = str(src) if isinstance(src, (str, os.PathLike)) else "<dict>"
+        try:
+            cfg.model.params = validate_model_params(cfg.model.name, cfg.model.params)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from e
+    return cfg
+
+
+def default_config(model: str = "srmil", manifest: str = "manifest.csv",
+                   feature_dir: str | None = "features") -> ExperimentConfig:
+    """The defaults (the SRMIL paper's training recipe) with every constructor argument of ``model``."""
+    params = resolved_model_params(model, {})
+    return ExperimentConfig(data=DataConfig(manifest=manifest, feature_dir=feature_dir),
+                            model=ModelConfig(name=model, params=params))
+
+
+__all__ = [
+    "ExperimentConfig", "DataConfig", "GraphConfig", "ModelConfig", "TrainConfig",
+    "load_experiment_config", "default_config", "validate_model_params", "resolved_model_params",
+    "SELECT_METRICS",
+]

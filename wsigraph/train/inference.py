@@ -1,0 +1,388 @@
+"""Running a trained model on slides: the shared inference loop, ``evaluate`` and ``predict``.
+
+* :func:`evaluate`: a checkpoint on a labeled cohort -> ``metrics.json`` (with bootstrap 95% CIs) and
+  ``predictions.csv`` (``slide_id,label,pred,prob_<class>...``).
+* :func:`predict`: a checkpoint on feature files (no labels needed) -> ``predictions.csv`` and, for models
+  with per-patch scores, ``scores/<slide_id>.h5``::
+
+      coords  (N, 2) int64    level-0 pixels, top-left (as in the feature file)
+      scores  (N,)   float32  the model's per-patch score (attention, instance logit, ...)
+      attrs   patch_size_level0, slide_id, model, classes, probs (C,), pred
+
+  written atomically; ``wsigraph heatmap`` reads this format. A rerun skips slides whose scores file
+  exists (resume); ``on_error="skip"`` goes on past bad slides and writes ``predict_errors.csv``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from wsigraph.errors import ConfigError, InputError, MissingFileError
+
+log = logging.getLogger("wsigraph")
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers shared with the runner
+# ----------------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"device {device!r} is not a valid torch device ({e})") from e
+
+
+def feature_dim(path: str | os.PathLike) -> int:
+    """Feature dimension D of a feature file, read from the h5 dataset shape (no data loaded)."""
+    path = Path(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        import h5py
+
+        from wsigraph.data.features import FEATURE_KEYS
+
+        try:
+            with h5py.File(path, "r") as f:
+                key = next((k for k in FEATURE_KEYS if k in f), None)
+                if key is None:
+                    raise InputError(f"{path}: no embeddings in this file (looked for {list(FEATURE_KEYS)})")
+                shape = f[key].shape
+        except OSError as e:
+            raise InputError(f"{path}: cannot be read as HDF5 ({e})") from e
+        return int(shape[-1]) if len(shape) >= 2 else 1
+    from wsigraph.data.features import read_features
+
+    bag = read_features(path, validate=False)
+    assert bag.dim is not None
+    return bag.dim
+
+
+def check_feature_dims(paths: Mapping[str, Path], expected: int | None = None, expected_from: str = "",
+                       where: str = "") -> int:
+    """Check every slide's features have one dimension (``expected`` when given); return it.
+
+    Raises:
+        InputError: naming the slide, its file and both dimensions.
+    """
+    dim = expected
+    ref = expected_from
+    for sid, path in paths.items():
+        d = feature_dim(path)
+        if dim is None:
+            dim, ref = d, f"slide {sid!r} ({path})"
+        elif d != dim:
+            loc = f"{where}: " if where else ""
+            raise InputError(f"{loc}slide {sid!r} ({path}) has feature dimension {d}, but {ref} has {dim}; "
+                             "all slides must come from the same encoder as the model")
+    if dim is None:
+        raise InputError(f"{where or 'cohort'}: no slides")
+    return dim
+
+
+def make_dataset(paths: Sequence[Path], slide_ids: Sequence[str], labels: Sequence[int] | None,
+                 graph: Any, cache_dir: str | os.PathLike | None = None) -> Any:
+    """A :class:`wsigraph.graph.GraphDataset` of the slides (one graph built/loaded per item)."""
+    from wsigraph.graph import GraphDataset
+
+    return GraphDataset([Path(p) for p in paths], labels=None if labels is None else [int(v) for v in labels],
+                        slide_ids=[str(s) for s in slide_ids], graph=graph, cache_dir=cache_dir)
+
+
+def make_loader(dataset: Any, *, shuffle: bool = False, num_workers: int = 0, seed: int | None = None) -> Any:
+    """PyG ``DataLoader`` with one slide per batch; ``shuffle`` uses an :class:`EpochShuffleSampler`
+    (order a function of ``(seed, epoch)``)."""
+    from torch_geometric.loader import DataLoader
+
+    sampler = None
+    if shuffle:
+        from wsigraph.train.lightning_module import EpochShuffleSampler
+
+        sampler = EpochShuffleSampler(len(dataset), 0 if seed is None else seed)
+    # an own generator: creating the loader's iterator then draws no number from the global RNG, whose
+    # state (model masking, dropout) stays a function of (seed, epoch) -- see MILLightningModule(seed=)
+    gen = torch.Generator()
+    gen.manual_seed(0 if seed is None else int(seed))
+    return DataLoader(dataset, batch_size=1, shuffle=False, sampler=sampler, num_workers=num_workers,
+                      persistent_workers=num_workers > 0, generator=gen)
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    import contextlib
+
+    if device.type == "cuda" and precision in ("auto", "bf16-mixed", "bf16") and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cuda" and precision in ("16-mixed", "16"):
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _batch_slide_id(batch: Any, fallback: str) -> str:
+    sid = getattr(batch, "slide_id", None)
+    if isinstance(sid, (list, tuple)):
+        sid = sid[0] if sid else None
+    return str(sid) if sid is not None else fallback
+
+
+@torch.no_grad()
+def iter_predictions(model: torch.nn.Module, loader: Any, slide_ids: Sequence[str], device: torch.device,
+                     precision: str = "auto", progress: bool = False, desc: str = "predict"
+                     ) -> Iterator[tuple[str, int, np.ndarray, np.ndarray | None]]:
+    """Yield ``(slide_id, label (-1 if none), probs (C,), patch_scores (N,) or None)`` per slide."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    it = tqdm(loader, total=len(slide_ids), desc=desc, unit="slide", disable=not progress, dynamic_ncols=True)
+    for i, batch in enumerate(it):
+        batch = batch.to(device)
+        with _autocast(device, precision):
+            out = model(batch)
+        probs = torch.softmax(out.logits.float().view(1, -1), dim=-1)[0].cpu().numpy()
+        y = int(batch.y.view(-1)[0]) if getattr(batch, "y", None) is not None else -1
+        scores = None if out.patch_scores is None else out.patch_scores.float().view(-1).cpu().numpy()
+        yield _batch_slide_id(batch, slide_ids[i]), y, probs, scores
+
+
+def predictions_frame(slide_ids: Sequence[str], y: Sequence[int] | None, probs: np.ndarray,
+                      classes: Sequence[str]) -> Any:
+    """``slide_id,label,pred,prob_<class>...`` (label empty when unknown)."""
+    import pandas as pd
+
+    probs = np.asarray(probs, dtype=np.float64).reshape(len(slide_ids), len(classes))
+    df = pd.DataFrame({"slide_id": list(slide_ids)})
+    if y is not None:
+        df["label"] = [classes[int(v)] if int(v) >= 0 else "" for v in y]
+    df["pred"] = [classes[int(k)] for k in probs.argmax(axis=1)] if len(probs) else []
+    for k, c in enumerate(classes):
+        df[f"prob_{c}"] = probs[:, k]
+    return df
+
+
+def write_csv(df: Any, path: str | os.PathLike) -> Path:
+    from wsigraph.utils.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# evaluate
+# ----------------------------------------------------------------------------------------------------
+
+
+def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature_dir: str | os.PathLike,
+             out_dir: str | os.PathLike | None = None, *, split: str | None = None, device: str = "auto",
+             precision: str = "auto", n_bootstrap: int = 1000, seed: int = 0, num_workers: int = 0,
+             cache_dir: str | os.PathLike | None = None, progress: bool = True) -> dict:
+    """Score a checkpoint on a labeled cohort.
+
+    Args:
+        checkpoint: a wsigraph checkpoint (``best.ckpt``) or a wsigraph Lightning ``last.ckpt``.
+        manifest: cohort CSV; its labels must be among the checkpoint's classes.
+        feature_dir: folder of the slides' feature files.
+        out_dir: where ``metrics.json`` and ``predictions.csv`` go (None: nothing written).
+        split: only the slides of this ``split`` value (train/val/test) of the manifest.
+
+    Returns:
+        the metrics dict (with ``<metric>_ci95``), plus ``"checkpoint"``, ``"manifest"``, ``"n_unlabeled"``.
+    """
+    from wsigraph.data.manifest import read_manifest
+    from wsigraph.graph import GraphConfig
+    from wsigraph.train.checkpoint import load_checkpoint
+    from wsigraph.train.metrics import metrics_with_ci
+    from wsigraph.utils.atomic import atomic_write_json
+
+    ckpt = load_checkpoint(checkpoint)
+    cohort = read_manifest(manifest, classes=ckpt.classes, feature_dir=feature_dir)
+    if split is not None:
+        if split not in ("train", "val", "test"):
+            raise ConfigError(f"split must be train, val or test, got {split!r}")
+        if not cohort.has_split_column:
+            raise InputError(f"{manifest}: no 'split' column, so split={split!r} cannot be selected")
+        cohort = cohort.subset(cohort.table.loc[cohort.table["split"] == split, "slide_id"])
+        if len(cohort) == 0:
+            raise InputError(f"{manifest}: no slide has split {split!r}")
+    paths = dict(zip(cohort.slide_ids, cohort.feature_paths))
+    check_feature_dims(paths, expected=ckpt.in_dim, expected_from=f"the checkpoint {ckpt.path} (in_dim)",
+                       where=str(manifest))
+    dev = resolve_device(device)
+    model = ckpt.build_model(dev)
+    graph = GraphConfig(**ckpt.graph) if ckpt.graph else GraphConfig()
+    ds = make_dataset(cohort.feature_paths, cohort.slide_ids, cohort.label_indices, graph, cache_dir)
+    loader = make_loader(ds, num_workers=num_workers)
+    ids, ys, probs = [], [], []
+    for sid, y, p, _ in iter_predictions(model, loader, cohort.slide_ids, dev, precision, progress, "evaluate"):
+        ids.append(sid)
+        ys.append(y)
+        probs.append(p)
+    y_arr = np.asarray(ys, dtype=np.int64)
+    p_arr = np.stack(probs) if probs else np.zeros((0, ckpt.num_classes))
+    labeled = y_arr >= 0
+    if not labeled.any():
+        raise InputError(f"{manifest}: no labeled slides to evaluate (use `wsigraph predict` for unlabeled ones)")
+    metrics = metrics_with_ci(y_arr[labeled], p_arr[labeled], ckpt.classes, ordinal=ckpt.ordinal,
+                              n_bootstrap=n_bootstrap, seed=seed)
+    metrics.update({"checkpoint": str(ckpt.path), "manifest": str(manifest), "split": split,
+                    "n_unlabeled": int((~labeled).sum()), "model": ckpt.model_name})
+    if out_dir is not None:
+        out = Path(out_dir)
+        write_csv(predictions_frame(ids, ys, p_arr, ckpt.classes), out / "predictions.csv")
+        atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------------
+# predict
+# ----------------------------------------------------------------------------------------------------
+
+
+def _feature_files(features: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, Path]:
+    from wsigraph.data.features import list_feature_files
+
+    if isinstance(features, (str, os.PathLike)) and Path(features).is_dir():
+        files = list_feature_files(features)
+        if not files:
+            raise InputError(f"{features}: no feature files (.h5/.hdf5/.pt) in this folder")
+        return files
+    items = [features] if isinstance(features, (str, os.PathLike)) else list(features)
+    out: dict[str, Path] = {}
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out.update(_feature_files(p))
+            continue
+        if not p.exists():
+            raise MissingFileError(f"{p}: feature file does not exist")
+        if p.stem in out and out[p.stem] != p:
+            raise InputError(f"{p}: slide id {p.stem!r} given twice ({out[p.stem]} and {p})")
+        out[p.stem] = p
+    if not out:
+        raise InputError("no feature files given")
+    return out
+
+
+def read_coords(path: Path) -> tuple[np.ndarray, float]:
+    """(coords (N, 2) int64 level-0 px, patch_size_level0) of a feature file, without its embeddings, via
+    the feature reader (so CLAM/TRIDENT/STAMP conventions give the same coordinates as training)."""
+    from wsigraph.data.features import read_coords as read_coords_only
+
+    bag = read_coords_only(path)
+    return bag.coords, float(bag.patch_size_level0)
+
+
+def write_scores(path: Path, coords: np.ndarray, scores: np.ndarray, *, slide_id: str, model: str,
+                 patch_size_level0: float, classes: Sequence[str], probs: np.ndarray) -> Path:
+    """Write a per-patch scores file (see the module docstring) atomically."""
+    import h5py
+
+    from wsigraph.utils.atomic import atomic_path
+
+    coords = np.asarray(coords, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    if scores.shape[0] != coords.shape[0]:
+        raise InputError(f"slide {slide_id!r}: the model returned {scores.shape[0]} patch scores for "
+                         f"{coords.shape[0]} patches")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("coords", data=coords)
+            f.create_dataset("scores", data=scores)
+            f.attrs["patch_size_level0"] = float(patch_size_level0)
+            f.attrs["slide_id"] = str(slide_id)
+            f.attrs["model"] = str(model)
+            f.attrs["classes"] = [str(c) for c in classes]
+            f.attrs["probs"] = np.asarray(probs, dtype=np.float64)
+            f.attrs["pred"] = str(classes[int(np.argmax(probs))])
+    return path
+
+
+def _probs_from_scores_file(path: Path, classes: Sequence[str]) -> np.ndarray | None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "scores" not in f or "probs" not in f.attrs:
+                return None
+            stored = [c.decode() if isinstance(c, bytes) else str(c) for c in f.attrs.get("classes", [])]
+            if stored != list(classes):
+                return None
+            return np.asarray(f.attrs["probs"], dtype=np.float64)
+    except OSError:
+        return None
+
+
+def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequence[str | os.PathLike],
+            out_dir: str | os.PathLike, *, device: str = "auto", precision: str = "auto",
+            cache_dir: str | os.PathLike | None = None, on_error: str = "raise", progress: bool = True) -> Path:
+    """Class probabilities and per-patch scores for slides without labels.
+
+    Args:
+        checkpoint: a wsigraph checkpoint.
+        features: a folder of feature files, one file, or a list of files/folders.
+        out_dir: gets ``predictions.csv`` (``slide_id,pred,prob_<class>...``) and ``scores/<slide_id>.h5``.
+        on_error: ``"raise"`` or ``"skip"`` (failed slides listed in ``predict_errors.csv``).
+
+    Returns:
+        the path of ``predictions.csv``.
+    """
+    from wsigraph.graph import GraphConfig
+    from wsigraph.train.checkpoint import load_checkpoint
+    from wsigraph.utils.jobs import run_per_slide
+
+    ckpt = load_checkpoint(checkpoint)
+    files = _feature_files(features)
+    out = Path(out_dir)
+    scores_dir = out / "scores"
+    dev = resolve_device(device)
+    model = ckpt.build_model(dev)
+    graph = GraphConfig(**ckpt.graph) if ckpt.graph else GraphConfig()
+    classes = ckpt.classes
+
+    def run_one(sid: str, path: Path) -> np.ndarray:
+        d = feature_dim(path)
+        if d != ckpt.in_dim:
+            raise InputError(f"slide {sid!r} ({path}) has feature dimension {d}, but the checkpoint "
+                             f"{ckpt.path} expects {ckpt.in_dim} (in_dim)")
+        ds = make_dataset([path], [sid], None, graph, cache_dir)
+        loader = make_loader(ds, num_workers=0)
+        _, _, probs, scores = next(iter_predictions(model, loader, [sid], dev, precision))
+        if scores is not None:
+            coords, step = read_coords(path)
+            write_scores(scores_dir / f"{sid}.h5", coords, scores, slide_id=sid, model=ckpt.model_name,
+                         patch_size_level0=step, classes=classes, probs=probs)
+        return probs
+
+    def is_done(sid: str, path: Path) -> bool:
+        return (scores_dir / f"{sid}.h5").exists() and _probs_from_scores_file(scores_dir / f"{sid}.h5",
+                                                                                classes) is not None
+
+    report = run_per_slide(list(files.items()), run_one, on_error=on_error, is_done=is_done, desc="predict",
+                           report_path=out / "predict_errors.csv", stage="predict", progress=progress)
+    if report.done and not any((scores_dir / f"{s}.h5").exists() for s in report.done):
+        log.warning("model %r gives no per-patch scores: no scores/*.h5 written", ckpt.model_name)
+    ids, probs = [], []
+    for sid in files:
+        if sid in report.results:
+            p = report.results[sid]
+        elif sid in report.resumed:
+            p = _probs_from_scores_file(scores_dir / f"{sid}.h5", classes)
+        else:
+            continue
+        ids.append(sid)
+        probs.append(p)
+    df = predictions_frame(ids, None, np.stack(probs) if probs else np.zeros((0, len(classes))), classes)
+    path = write_csv(df, out / "predictions.csv")
+    log.info("predict: %s; predictions in %s", report.summary(), path)
+    return path
+
+
+__all__ = ["evaluate", "predict", "iter_predictions", "check_feature_dims", "feature_dim", "resolve_device",
+           "predictions_frame", "write_scores", "read_coords"]

@@ -1,0 +1,457 @@
+"""``train_experiment``: one split or k-fold cross-validation, resumable, with results on disk.
+
+Output folder (``cfg.output_dir``)::
+
+    config.yaml                 the configuration used (a rerun with a different one is refused)
+    splits.csv                  fold,split,slide_id,case_id,label (reused when the run resumes)
+    fold_<k>/best.ckpt          the selected weights (wsigraph checkpoint, weights_only-loadable)
+    fold_<k>/last.ckpt          Lightning's training state after the last finished epoch (resume)
+    fold_<k>/history.csv        one row per epoch: losses, validation metrics, lr, seconds
+    fold_<k>/predictions_<split>.csv   slide_id,label,pred,prob_<class>... (val and test)
+    fold_<k>/results.json       config, seed, selected epoch, metrics per split with bootstrap 95% CIs
+    summary.json, summary.csv   mean and std over folds of every scalar metric
+
+Resume: a fold whose ``results.json`` exists is not rerun; a fold with a ``last.ckpt`` continues from it
+(Lightning's ``ckpt_path``, read through :class:`~wsigraph.train.checkpoint.SafeCheckpointIO`, i.e.
+``torch.load(weights_only=True)``).
+
+Distributed training: ``train.devices``/``train.num_nodes`` > 1 runs Lightning DDP. Each rank trains on
+its share of the slides; validation predictions are gathered across ranks, so selection is identical on
+every rank; rank 0 writes every file.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from wsigraph.config import dump_config, save_config
+from wsigraph.errors import ConfigError, InputError
+from wsigraph.train.config import ExperimentConfig, resolved_model_params
+from wsigraph.train.inference import (check_feature_dims, evaluate, iter_predictions, make_dataset, make_loader,
+                                      predict, predictions_frame, write_csv)
+
+log = logging.getLogger("wsigraph")
+
+SPLITS = ("train", "val", "test")
+# config keys that may change between a run and its resumption (they do not change the results)
+RESUME_FREE_KEYS = {"data.num_workers", "data.cache_dir", "train.progress_bar", "train.devices", "train.num_nodes",
+                    "train.accelerator", "train.strategy", "train.log_every_n_steps", "train.bootstrap",
+                    "output_dir"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# environment
+# ----------------------------------------------------------------------------------------------------
+
+
+def env_global_rank() -> int:
+    """This process's global rank from the launcher's environment (0 when not distributed)."""
+    for key in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    if "LOCAL_RANK" in os.environ:  # Lightning's own launcher: node_rank * local_world + local_rank
+        local = int(os.environ["LOCAL_RANK"])
+        node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        return node * per_node + local
+    return 0
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's INFO chatter (GPU available, tips, ...) hidden; its warnings and errors still shown."""
+    loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, old):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def keep_torch_flags() -> Iterator[None]:
+    """Restore torch's deterministic-algorithms and cuDNN flags, which ``Trainer(deterministic=...)`` sets
+    process-wide, when the block ends."""
+    import torch
+
+    det = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def _cuda_wanted(accelerator: str) -> bool:
+    import torch
+
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``"auto"`` -> ``"bf16-mixed"`` on CUDA (when supported), ``"32-true"`` elsewhere."""
+    import torch
+
+    if precision != "auto":
+        return precision
+    if _cuda_wanted(accelerator) and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def _world_size(devices: Any, num_nodes: int) -> int:
+    if isinstance(devices, list):
+        n = len(devices)
+    elif isinstance(devices, int):
+        n = devices
+    elif str(devices) == "auto":
+        import torch
+
+        n = max(torch.cuda.device_count(), 1)
+    else:
+        n = 1
+    return max(n, 1) * max(num_nodes, 1)
+
+
+def resolve_strategy(strategy: str, devices: Any, num_nodes: int) -> str:
+    """``"auto"`` with several processes -> DDP that tolerates parameters unused in a step."""
+    if strategy == "auto" and _world_size(devices, num_nodes) > 1:
+        return "ddp_find_unused_parameters_true"
+    return strategy
+
+
+def class_weights(spec: str | list[float], train_labels: Sequence[int], classes: Sequence[str]) -> list[float] | None:
+    """``"none"`` -> None; ``"balanced"`` -> ``n / (C * n_c)`` from the training labels; a list -> checked."""
+    c = len(classes)
+    if isinstance(spec, str):
+        if spec == "none":
+            return None
+        counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=c).astype(np.float64)
+        return (counts.sum() / (c * np.maximum(counts, 1.0))).tolist()
+    if len(spec) != c:
+        raise ConfigError(f"train.class_weights has {len(spec)} values but there are {c} classes {list(classes)}")
+    return [float(w) for w in spec]
+
+
+# ----------------------------------------------------------------------------------------------------
+# cohort and splits
+# ----------------------------------------------------------------------------------------------------
+
+
+def load_cohort(cfg: ExperimentConfig) -> Any:
+    from wsigraph.data.manifest import read_manifest
+
+    if cfg.data.feature_dir is None:
+        raise ConfigError("data.feature_dir is not set: the folder of the slides' feature files is needed")
+    return read_manifest(cfg.data.manifest, classes=cfg.data.classes, feature_dir=cfg.data.feature_dir)
+
+
+def make_or_load_splits(cfg: ExperimentConfig, cohort: Any, out: Path, write: bool) -> Any:
+    """The run's splits: ``<out>/splits.csv`` when resuming, else from the manifest / k-fold / a CSV."""
+    from wsigraph.data.splits import make_splits, read_splits_csv
+
+    saved = out / "splits.csv"
+    if saved.exists():
+        return read_splits_csv(saved, cohort)
+    d = cfg.data
+    if d.split_mode == "csv":
+        splits = read_splits_csv(d.splits_csv, cohort)  # type: ignore[arg-type]
+    elif d.split_mode == "manifest":
+        if not cohort.has_split_column:
+            raise InputError(f"{d.manifest}: data.split_mode is 'manifest' but the manifest has no 'split' column")
+        splits = make_splits(cohort, n_folds=d.n_folds, val_frac=d.val_frac, seed=d.split_seed)
+    else:
+        splits = make_splits(cohort, n_folds=d.n_folds, val_frac=d.val_frac, seed=d.split_seed,
+                             use_manifest_split=(d.split_mode == "auto"))
+    if write:
+        splits.write_csv(saved)
+    return splits
+
+
+def check_split_classes(splits: Any, cohort: Any, source: str) -> None:
+    """Every class must have a slide in every fold's training part (InputError naming fold and class);
+    a class absent from val/test only warns (its AUC is undefined there)."""
+    label_of = dict(zip(cohort.slide_ids, cohort.label_indices))
+    for k, fold in enumerate(splits.folds):
+        for part in SPLITS:
+            present = {label_of.get(s, -1) for s in fold.get(part, [])}
+            missing = [c for i, c in enumerate(cohort.classes) if i not in present]
+            if not missing or (part != "train" and not fold.get(part)):
+                continue
+            if part == "train":
+                raise InputError(f"{source}: fold {k}: class(es) {missing} have no slide in the training split "
+                                 f"({len(fold['train'])} training slides); a model cannot learn a class it never "
+                                 "sees. Check the labels, the split column, or use fewer folds")
+            log.warning("%s: fold %d: class(es) %s have no slide in the %s split", source, k, missing, part)
+
+
+def _check_resume_config(cfg: ExperimentConfig, out: Path) -> None:
+    from wsigraph.config import load_config
+
+    path = out / "config.yaml"
+    if not path.exists():
+        return
+    try:
+        old = dump_config(load_config(path, ExperimentConfig))
+    except InputError as e:
+        raise InputError(f"{path}: the output folder holds a run whose config cannot be read ({e}); "
+                         "use another output_dir") from e
+    new = dump_config(cfg)
+    diffs = [f"{k}: {a!r} -> {b!r}" for k, a, b in _diff(old, new) if k not in RESUME_FREE_KEYS]
+    if diffs:
+        raise InputError(f"{out}: holds a run with a different configuration ({'; '.join(diffs[:5])}); "
+                         "use a new output_dir, or delete the old one, to start again")
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in list(a) + [k for k in b if k not in a]:
+            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        return out
+    return [] if a == b else [(prefix, a, b)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------------
+
+
+def train_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Any] = (), folds: Sequence[int] | None = None
+                     ) -> dict:
+    """Train and evaluate every fold of ``cfg`` (see the module docstring for the files written).
+
+    Args:
+        cfg: the experiment.
+        callbacks: extra Lightning callbacks added to every fold's Trainer.
+        folds: only these fold indices (default: all).
+
+    Returns:
+        ``{"output_dir", "folds": [per-fold results], "summary": {...}}`` (on every rank; the fold results
+        are complete on rank 0).
+    """
+    from wsigraph.train.config import validate_model_params
+
+    out = Path(cfg.output_dir)
+    main = env_global_rank() == 0
+    cfg.model.params = validate_model_params(cfg.model.name, cfg.model.params)
+    cohort = load_cohort(cfg)
+    source = str(cfg.data.manifest)
+    _check_resume_config(cfg, out)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    splits = make_or_load_splits(cfg, cohort, out, write=main)
+    check_split_classes(splits, cohort, source)
+    used = sorted({s for f in splits.folds for p in SPLITS for s in f.get(p, [])})
+    paths = dict(zip(cohort.slide_ids, cohort.feature_paths))
+    in_dim = check_feature_dims({s: paths[s] for s in used}, where=source)
+    fold_ids = list(range(len(splits.folds))) if folds is None else list(folds)
+    bad = [k for k in fold_ids if not 0 <= k < len(splits.folds)]
+    if bad:
+        raise ConfigError(f"fold {bad[0]} does not exist; the splits have folds 0..{len(splits.folds) - 1}")
+    had_process_group = _dist_initialized()
+    results = [train_fold(cfg, cohort, splits.folds[k], k, in_dim, callbacks=callbacks) for k in fold_ids]
+    summary = summarize(results, out, write=main)
+    if not had_process_group and _dist_initialized():
+        # Lightning leaves the process group it created; close it once every rank is done, so that no
+        # rank exits while a peer still holds a connection (gloo aborts the process then)
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"output_dir": str(out), "folds": results, "summary": summary}
+
+
+def _dist_initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k: int, in_dim: int, *,
+               callbacks: Sequence[Any] = ()) -> dict:
+    """Train one fold (or load its finished results); returns the fold's results dict."""
+    import json
+
+    import lightning as L
+
+    from wsigraph.nn import build_model
+    from wsigraph.train.checkpoint import SafeCheckpointIO, make_metadata
+    from wsigraph.train.lightning_module import MILLightningModule, PositionedDataset
+    from wsigraph.train.selection import EpochLog, FoldProgressBar, LastCheckpoint, ModelSelection
+
+    fold_dir = Path(cfg.output_dir) / f"fold_{k}"
+    done = fold_dir / "results.json"
+    if done.exists():
+        log.info("fold %d: finished earlier (%s); not rerun", k, done)
+        with open(done, encoding="utf-8") as f:
+            return json.load(f)
+    t = cfg.train
+    classes = cohort.classes
+    subs = {p: cohort.subset(fold.get(p, [])).labeled() for p in SPLITS}
+    unlabeled = sum(len(fold.get(p, [])) - len(subs[p]) for p in SPLITS)
+    if unlabeled:
+        log.warning("fold %d: %d slide(s) without a label left out of training and evaluation", k, unlabeled)
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    model = build_model(cfg.model.name, in_dim, len(classes), **cfg.model.params)
+    params = resolved_model_params(cfg.model.name, cfg.model.params)
+    meta = make_metadata(cfg.model.name, params, in_dim, len(classes), classes, ordinal=cfg.data.ordinal,
+                         graph=dump_config(cfg.graph), extra={"fold": k, "seed": t.seed})
+    cw = class_weights(t.class_weights, subs["train"].label_indices, classes)
+    module = MILLightningModule(model, classes, lr=t.lr, weight_decay=t.weight_decay, epochs=t.epochs,
+                                scheduler=t.scheduler, min_lr=t.min_lr, class_weight=cw, ordinal=cfg.data.ordinal,
+                                metadata=meta, seed=t.seed)
+    datasets = {p: PositionedDataset(make_dataset(s.feature_paths, s.slide_ids, s.label_indices, cfg.graph,
+                                                  cfg.data.cache_dir))
+                for p, s in subs.items() if len(s)}
+    nw = cfg.data.num_workers
+    train_loader = make_loader(datasets["train"], shuffle=True, num_workers=nw, seed=t.seed)
+    val_loader = make_loader(datasets["val"], num_workers=nw) if "val" in datasets else None
+    if val_loader is None:
+        log.warning("fold %d: no validation slides; the last epoch's weights are kept", k)
+    selection = ModelSelection(fold_dir / "best.ckpt", meta, metric=t.select_metric, tiebreak=t.select_tiebreak,
+                               select_after=t.select_after, patience=t.early_stopping_patience)
+    with quiet_lightning(), keep_torch_flags():
+        trainer = L.Trainer(
+            max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+            strategy=resolve_strategy(t.strategy, t.devices, t.num_nodes),
+            precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
+            deterministic=("warn" if _cuda_wanted(t.accelerator) else True) if t.deterministic else False,
+            callbacks=[selection, EpochLog(fold_dir / "history.csv", prefix=f"fold {k} | "), *callbacks,
+                       *([FoldProgressBar(prefix=f"fold {k} | ")] if t.progress_bar else []),
+                       LastCheckpoint(fold_dir / "last.ckpt")],
+            plugins=[SafeCheckpointIO()], logger=False, enable_model_summary=False,
+            enable_progress_bar=t.progress_bar, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
+            gradient_clip_val=t.gradient_clip, default_root_dir=str(fold_dir),
+            **({} if val_loader is not None else {"limit_val_batches": 0}),
+        )
+        last = fold_dir / "last.ckpt"
+        resume = last if last.exists() else None
+        if resume is not None:
+            log.info("fold %d: resuming from %s", k, resume)
+        sizes = ", ".join(f"{p} {len(s)}" for p, s in subs.items())
+        log.info("fold %d: %s slides; model %s (in_dim %d, %d classes)", k, sizes, cfg.model.name, in_dim,
+                 len(classes))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            # validation metrics are computed on gathered predictions and broadcast: identical on every rank
+            warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+            trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+        result: dict = {}
+        if trainer.is_global_zero:
+            result = _evaluate_fold(cfg, subs, k, fold_dir, selection, in_dim, trainer.strategy.root_device)
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("wsigraph_fold_done")
+            result = trainer.strategy.broadcast(result, src=0)
+    return result
+
+
+def _evaluate_fold(cfg: ExperimentConfig, subs: dict[str, Any], k: int, fold_dir: Path, selection: Any,
+                   in_dim: int, device: Any) -> dict:
+    """Score the selected checkpoint on val and test; write predictions and ``results.json``."""
+    import torch
+
+    from wsigraph import __version__
+    from wsigraph.train.checkpoint import load_checkpoint
+    from wsigraph.train.metrics import metrics_with_ci
+    from wsigraph.utils.atomic import atomic_write_json
+
+    classes = subs["train"].classes
+    ckpt = load_checkpoint(fold_dir / "best.ckpt", expect_model=cfg.model.name, expect_in_dim=in_dim,
+                           expect_num_classes=len(classes))
+    device = torch.device(device)
+    model = ckpt.build_model(device)
+    precision = resolve_precision(cfg.train.precision, cfg.train.accelerator)
+    per_split: dict[str, Any] = {}
+    for part in ("val", "test"):
+        sub = subs[part]
+        if not len(sub):
+            continue
+        ds = make_dataset(sub.feature_paths, sub.slide_ids, sub.label_indices, cfg.graph, cfg.data.cache_dir)
+        loader = make_loader(ds, num_workers=cfg.data.num_workers)
+        rows = list(iter_predictions(model, loader, sub.slide_ids, device, precision))
+        ids = [r[0] for r in rows]
+        y = np.asarray([r[1] for r in rows], dtype=np.int64)
+        probs = np.stack([r[2] for r in rows])
+        write_csv(predictions_frame(ids, y, probs, classes), fold_dir / f"predictions_{part}.csv")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            per_split[part] = metrics_with_ci(y, probs, classes, ordinal=cfg.data.ordinal,
+                                              n_bootstrap=cfg.train.bootstrap, seed=cfg.train.seed)
+    result = {
+        "fold": k, "seed": cfg.train.seed, "wsigraph_version": __version__,
+        "selected_epoch": None if ckpt.epoch is None else int(ckpt.epoch) + 1,
+        "select_metric": cfg.train.select_metric, "select_tiebreak": cfg.train.select_tiebreak,
+        "stopped_early_at_epoch": None if selection.stopped_epoch is None else selection.stopped_epoch + 1,
+        "n_slides": {p: len(s) for p, s in subs.items()}, "classes": classes,
+        "checkpoint": str(fold_dir / "best.ckpt"), "metrics": per_split, "config": dump_config(cfg),
+    }
+    atomic_write_json(fold_dir / "results.json", result)
+    msg = " | ".join(f"{p} acc {m['accuracy']:.3f} auc {m['auc']:.3f}" for p, m in per_split.items())
+    log.info("fold %d: selected epoch %s | %s", k, result["selected_epoch"], msg)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# summary
+# ----------------------------------------------------------------------------------------------------
+
+SUMMARY_METRICS = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa")
+
+
+def summarize(results: Sequence[dict], out: Path, write: bool = True) -> dict:
+    """Mean and standard deviation (ddof=1; 0 for one fold) over folds -> ``summary.json``/``summary.csv``."""
+    import pandas as pd
+
+    from wsigraph.utils.atomic import atomic_path, atomic_write_json
+
+    rows = []
+    for r in results:
+        if not r:
+            continue
+        row: dict[str, Any] = {"fold": r["fold"], "selected_epoch": r.get("selected_epoch")}
+        for part, m in r.get("metrics", {}).items():
+            for name in SUMMARY_METRICS:
+                v = m.get(name)
+                row[f"{part}_{name}"] = float("nan") if v is None else float(v)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    summary: dict[str, Any] = {"n_folds": len(rows), "folds": [r["fold"] for r in rows], "metrics": {}}
+    for col in df.columns:
+        if col in ("fold", "selected_epoch"):
+            continue
+        vals = df[col].to_numpy(dtype=np.float64)
+        ok = vals[np.isfinite(vals)]
+        summary["metrics"][col] = {
+            "mean": float(ok.mean()) if ok.size else float("nan"),
+            "std": float(ok.std(ddof=1)) if ok.size > 1 else 0.0 if ok.size else float("nan"),
+            "per_fold": vals.tolist(),
+        }
+    if write and rows:
+        atomic_write_json(out / "summary.json", summary)
+        stats = pd.DataFrame([{"fold": s, **{c: summary["metrics"][c][s] for c in summary["metrics"]}}
+                              for s in ("mean", "std")])
+        table = pd.concat([df.astype({"fold": str, "selected_epoch": "Int64"}), stats], ignore_index=True)
+        with atomic_path(out / "summary.csv") as tmp:
+            table.to_csv(tmp, index=False, float_format="%.4f")
+        means = ", ".join(f"{c} {summary['metrics'][c]['mean']:.3f}" for c in summary["metrics"]
+                          if c.startswith("test_") and c[5:] in ("accuracy", "auc"))
+        log.info("summary over %d fold(s): %s (%s)", len(rows), means or "no test split", out / "summary.csv")
+    return summary
+
+
+__all__ = ["train_experiment", "train_fold", "summarize", "evaluate", "predict", "class_weights",
+           "resolve_precision", "resolve_strategy"]
