@@ -13,7 +13,10 @@ that edge_index is symmetric and equal to the kdtree backend's, and the speed-up
 
     python benchmarks/graph_build.py                      # one CPU thread, N = 1k, 10k, 100k, 200k
     python benchmarks/graph_build.py --device cuda        # lattice vs torch_cluster on the GPU
-    python benchmarks/graph_build.py --out benchmarks/results/graph_build.md
+    python benchmarks/graph_build.py --quick              # N = 1k, 10k, one repeat: a smoke run in seconds
+    python benchmarks/graph_build.py --out graph_build.md  # also write the Markdown (heading + table) there
+
+Prints Markdown: a ``## Spatial graph build`` heading, the environment line, the table and the targets.
 """
 from __future__ import annotations
 
@@ -24,13 +27,19 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_model  # noqa: E402
+
+TITLE = "Spatial graph build"
 STEP = 224
 TARGET_N = 100_000
+QUICK = {"sizes": [1_000, 10_000], "repeats": 1}  # --quick: a smoke run in seconds
 
 
 def lattice_with_holes(n: int, rng: np.random.Generator, fill: float = 0.75, order: str = "shuffled") -> np.ndarray:
@@ -183,12 +192,6 @@ def run(sizes: list[int], repeats: int, device: torch.device, seed: int, log: Ca
 
 
 def environment(device: torch.device) -> str:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
     try:
         import torch_cluster
 
@@ -198,13 +201,13 @@ def environment(device: torch.device) -> str:
     import scipy
 
     gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (f"{dt.date.today().isoformat()}; CPU {cpu} ({os.cpu_count()} logical cores), torch threads "
+    return (f"{dt.date.today().isoformat()}; CPU {cpu_model()} ({os.cpu_count()} logical cores), torch threads "
             f"{torch.get_num_threads()}{gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
             f"numpy {np.__version__}, scipy {scipy.__version__}, torch_cluster {tc}")
 
 
 def markdown(rows: list[dict], device: torch.device, note: str) -> str:
-    lines = ["## Spatial graph build (`benchmarks/graph_build.py`)", "", environment(device), ""]
+    lines = [f"## {TITLE}", "", environment(device), ""]
     if note:
         lines += [note, ""]
     lines += ["| case | N | backend | node order | device | median ms | min ms | peak MB | edges | symmetric "
@@ -257,8 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, the one-core numbers)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--note", default="", help="a line printed under the environment (e.g. machine load)")
-    p.add_argument("--out", help="also write the Markdown table here (atomically)")
+    p.add_argument("--out", help="also write the Markdown (heading, environment, table) here, atomically")
+    p.add_argument("--quick", action="store_true",
+                   help=f"small sizes for a smoke run in seconds: {QUICK} (options given explicitly win)")
     args = p.parse_args(argv)
+    if args.quick:  # --quick changes the defaults only
+        p.set_defaults(**QUICK)
+        args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -1,9 +1,12 @@
 """Run the speed benchmarks and refresh their sections of ``benchmarks/RESULTS.md``.
 
-Each benchmark script runs in its own process (so its peak memory is its own); its Markdown table
-replaces the section of the same name in RESULTS.md, and the ``machine`` section describes the computer
-of this run. Everything else in the file (the accuracy section, hand-written notes) is left as it is.
-A benchmark that fails gets its error tail in its section and does not stop the others (exit code 1).
+Each benchmark script runs in its own process (so its peak memory is its own) with ``--device``,
+``--out FILE`` and, for a quick run, ``--quick``. What it writes to ``--out`` (a ``## <title>`` heading
+line, then its setup line(s) and its Markdown table) replaces the section of the same name in RESULTS.md,
+with a line on how and under which load it ran inserted below the heading; the ``machine`` section
+describes the computer of this run. Everything else in the file (the accuracy section, hand-written notes)
+is left as it is. A benchmark that fails, times out or writes no heading and table gets its error tail
+(and whatever it wrote) in its section and does not stop the others (exit code 1).
 
     python benchmarks/run_speed.py                          # all, full sizes, CPU (~14 min on 2 cores)
     python benchmarks/run_speed.py --quick                  # small sizes: a check that all of it works
@@ -30,6 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+from machine import cpu_model, load_average, proc_field, usable_cores  # noqa: E402
 from results_md import update_results_file  # noqa: E402
 
 TAIL_LINES = 25  # lines of stderr kept in a failed benchmark's section
@@ -37,41 +41,25 @@ TAIL_LINES = 25  # lines of stderr kept in a failed benchmark's section
 
 @dataclasses.dataclass
 class Benchmark:
-    """How to run one benchmark script and where its Markdown table comes from."""
+    """One benchmark script. It takes ``--device``, ``--quick`` and ``--out FILE``, and writes to FILE a
+    ``## <title>`` line followed by its Markdown table (``title`` is also the heading of a failed run)."""
 
     title: str
     script: Path
-    quick: list[str]  # extra arguments of a --quick run
     cuda: list[str] = dataclasses.field(default_factory=list)  # extra arguments on a GPU (full runs)
-    out_option: str | None = None  # the script writes its table to this file option; None: read stdout
 
 
 BENCHMARKS: dict[str, Benchmark] = {
-    "graph_build": Benchmark(
-        "Spatial graph build", HERE / "graph_build.py",
-        quick=["--sizes", "1000", "10000", "--repeats", "1"], out_option="--out"),
-    "train_step": Benchmark(
-        "Training step", HERE / "train_step.py",
-        quick=["--sizes", "1000", "--dim", "64", "--steps", "1"]),
-    "extract": Benchmark(
-        "Patch feature extraction", HERE / "extract.py",
-        quick=["--patches", "8", "--workers", "0", "--best-of", "1", "--batch-size", "8"],
-        cuda=["--workers", "0", "4", "8", "--batch-size", "256", "--repeat", "4"]),
+    "graph_build": Benchmark("Spatial graph build", HERE / "graph_build.py"),
+    "train_step": Benchmark("Training step", HERE / "train_step.py"),
+    "extract": Benchmark("Patch feature extraction", HERE / "extract.py",
+                         cuda=["--workers", "0", "4", "8", "--batch-size", "256", "--repeat", "4"]),
 }
 
 
 # --------------------------------------------------------------------------------------------------
 # the machine
 # --------------------------------------------------------------------------------------------------
-
-
-def _proc_field(path: str, key: str) -> str | None:
-    """Value of the first ``key: value`` line of a /proc file, or None."""
-    try:
-        with open(path) as f:
-            return next((ln.split(":", 1)[1].strip() for ln in f if ln.split(":", 1)[0].strip() == key), None)
-    except OSError:
-        return None
 
 
 def _version(dist: str) -> str:
@@ -89,19 +77,11 @@ def _git(*args: str) -> str:
         return ""
 
 
-def load_average() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def machine_markdown(when: dt.datetime, names: list[str], quick: bool, device: str) -> str:
     """The ``machine`` section: hardware, software versions, commit and load of this run."""
     import torch
 
-    mem_kib = {k: _proc_field("/proc/meminfo", k) for k in ("MemTotal", "MemAvailable")}
+    mem_kib = {k: proc_field("/proc/meminfo", k) for k in ("MemTotal", "MemAvailable")}
     gib = {k: f"{int(v.split()[0]) / 2 ** 20:.1f} GiB" if v else "?" for k, v in mem_kib.items()}
     if torch.cuda.is_available():
         gpus = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
@@ -115,7 +95,7 @@ def machine_markdown(when: dt.datetime, names: list[str], quick: bool, device: s
     if commit and _git("status", "--porcelain", "--untracked-files=no"):
         commit += " with uncommitted changes"
     rows = [
-        ("CPU", _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "?"),
+        ("CPU", cpu_model()),
         ("cores", f"{os.cpu_count()} logical, {cores} usable by this process"),
         ("RAM", f"{gib['MemTotal']} total, {gib['MemAvailable']} available at start"),
         ("GPU", gpu),
@@ -143,42 +123,50 @@ def run_benchmark(name: str, bench: Benchmark, args: list[str], timeout: float) 
     shown = ["python", os.path.relpath(bench.script, REPO), *args]
     with tempfile.TemporaryDirectory(prefix=f"wsigraph-{name}-") as tmp:
         out_file = Path(tmp) / "table.md"
-        cmd = [sys.executable, str(bench.script), *args]
-        if bench.out_option:
-            cmd += [bench.out_option, str(out_file)]
         load_start, t0 = load_average(), time.perf_counter()
-        with open(Path(tmp) / "stdout.txt", "w+") as stdout:
-            code, tail = _run_tee(cmd, stdout, timeout, prefix=f"[{name}] ")
-            stdout.seek(0)
-            printed = stdout.read()
+        code, tail = _run_tee([sys.executable, str(bench.script), *args, "--out", str(out_file)], timeout,
+                              prefix=f"[{name}] ")
         seconds = time.perf_counter() - t0
-        table = out_file.read_text() if bench.out_option and out_file.exists() else printed
-    table = table.strip("\n")
+        written = out_file.read_text(encoding="utf-8") if out_file.exists() else ""
+    heading, body = split_heading(written)
     run_line = (f"_{dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}: `{' '.join(shown)}` took {seconds:.0f} s; "
                 f"load average {load_start} at start, {load_average()} at end "
                 f"({usable_cores()} usable cores)._")
+    has_table = any(line.startswith("|") for line in body.splitlines())
     if code is None:
-        failed = f"timed out after {timeout:.0f} s"
+        failed = f"timed out after {timeout:g} s"
     elif code != 0:
         failed = f"exit code {code}"
-    elif not any(line.startswith("|") for line in table.splitlines()):
-        failed = "no Markdown table in its output"
+    elif not written.strip():
+        failed = "it wrote nothing to --out"
+    elif heading is None:
+        failed = "what it wrote to --out does not start with a '## ' heading line"
+    elif not has_table:
+        failed = "no Markdown table in what it wrote to --out"
     else:
-        failed = ""
-    if failed:
-        return "\n".join([f"## {bench.title}", "", run_line, "", f"**Failed: {failed}.** Last lines of its "
-                          "standard error:", "", "```", *tail, "```"]), False
-    if table.startswith("#"):  # the script's own heading goes first
-        heading, _, rest = table.partition("\n")
-        return "\n".join([heading, "", run_line, "", rest.strip("\n")]), True
-    return "\n".join([f"## {bench.title}", "", run_line, "", table]), True
+        return "\n".join([heading, "", run_line, "", body]), True
+    lines = [f"## {bench.title}", "", run_line, "", f"**Failed: {failed}.** Last lines of its standard error:", "",
+             "```", *tail, "```"]
+    if has_table:  # e.g. the rows measured before one run failed
+        lines += ["", "What it wrote to `--out`:", "", body]
+    return "\n".join(lines), False
 
 
-def _run_tee(cmd: list[str], stdout, timeout: float, prefix: str) -> tuple[int | None, list[str]]:
-    """Run ``cmd`` with stdout to a file and stderr echoed live; (exit code or None on timeout, stderr tail)."""
+def split_heading(markdown: str) -> tuple[str | None, str]:
+    """(the ``## ...`` line that opens ``markdown``, or None; the rest, blank lines around it stripped)."""
+    text = markdown.strip("\n")
+    first, _, rest = text.partition("\n")
+    if first.startswith("## "):
+        return first.rstrip(), rest.strip("\n")
+    return None, text
+
+
+def _run_tee(cmd: list[str], timeout: float, prefix: str) -> tuple[int | None, list[str]]:
+    """Run ``cmd`` with stderr echoed live (stdout discarded: tables come from --out); (exit code or None on
+    timeout, stderr tail)."""
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout, stderr=subprocess.PIPE, text=True, errors="replace",
-                            start_new_session=True)  # its own process group: a timeout kills its workers too
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            errors="replace", start_new_session=True)  # own process group: a timeout kills its workers
     killed = threading.Event()
 
     def kill() -> None:
@@ -227,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in names:
         bench = BENCHMARKS[name]
-        extra = bench.quick if args.quick else (bench.cuda if gpu else [])
+        extra = ["--quick"] if args.quick else (bench.cuda if gpu else [])
         print(f"== {name}", file=sys.stderr, flush=True)
         section, ok = run_benchmark(name, bench, ["--device", args.device, *extra], args.timeout)
         sections[name + suffix] = section

@@ -1,6 +1,7 @@
 """The speed harness (benchmarks/run_speed.py) and the RESULTS.md section markers (benchmarks/results_md.py)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -105,46 +106,64 @@ def _script(path: Path, body: str) -> Path:
     return path
 
 
+# a fake benchmark writes this to --out, with its arguments in the table
+WRITES_OUT = """
+    import sys
+    out = sys.argv[sys.argv.index("--out") + 1]
+    args = " ".join(a for a in sys.argv[1:sys.argv.index("--out")])
+    open(out, "w").write("## {heading}\\n\\nsetup line\\n\\n| args |\\n|---|\\n| " + args + " |\\n")
+    print("stdout is not the table")
+    print("progress on stderr", file=sys.stderr)
+"""
+
+
 def test_run_speed_refreshes_tables_and_reports_failures(tmp_path: Path, results_copy: Path, monkeypatch):
-    stdout_table = _script(tmp_path / "prints.py", """
-        import sys
-        print("caption line\\n")
-        print("| args |\\n|---|\\n| " + " ".join(sys.argv[1:]) + " |")
-        print("progress on stderr", file=sys.stderr)
-    """)
-    out_file = _script(tmp_path / "writes.py", """
-        import sys
-        out = sys.argv[sys.argv.index("--out") + 1]
-        open(out, "w").write("## Own heading\\n\\n| n |\\n|---|\\n| 7 |\\n")
-        print("not the table")
-    """)
+    writes = _script(tmp_path / "writes.py", WRITES_OUT.format(heading="Graph"))
     crashing = _script(tmp_path / "crashes.py", """
         import sys
-        print("| half a table |")
-        raise RuntimeError("benchmark exploded at N=1000")
+        out = sys.argv[sys.argv.index("--out") + 1]
+        open(out, "w").write("## Train\\n\\n| N | s |\\n|---|---|\\n| 1000 | 0.5 |\\n| 9999 | **failed** |\\n")
+        raise RuntimeError("benchmark exploded at N=9999")
+    """)
+    no_heading = _script(tmp_path / "no_heading.py", """
+        import sys
+        open(sys.argv[sys.argv.index("--out") + 1], "w").write("| n |\\n|---|\\n| 7 |\\n")
     """)
     monkeypatch.setattr(run_speed, "BENCHMARKS", {
-        "graph_build": run_speed.Benchmark("Graph", out_file, quick=["--small"], out_option="--out"),
-        "train_step": run_speed.Benchmark("Train", crashing, quick=[]),
-        "extract": run_speed.Benchmark("Extract", stdout_table, quick=["--patches", "4"]),
+        "graph_build": run_speed.Benchmark("Graph", writes, cuda=["--not-on-cpu"]),
+        "train_step": run_speed.Benchmark("Train", crashing),
+        "extract": run_speed.Benchmark("Extract", no_heading),
     })
     before = results_copy.read_text()
 
     code = run_speed.main(["--quick", "--results", str(results_copy)])
 
     after = results_copy.read_text()
-    assert code == 1  # one benchmark failed, the others still ran
+    assert code == 1  # two benchmarks failed, the other still ran
     assert _outside(after, SPEED_SECTIONS) == _outside(before, SPEED_SECTIONS)
     sec = {n: results_md.read_section(after, n) for n in SPEED_SECTIONS}
-    assert sec["graph_build"].startswith("## Own heading\n") and "| 7 |" in sec["graph_build"]
-    assert "not the table" not in sec["graph_build"]  # --out wins over stdout
-    assert "--device cpu --small" in sec["graph_build"]  # the run line shows the command
-    assert "| --device cpu --patches 4 |" in sec["extract"] and "caption line" in sec["extract"]
-    assert "progress on stderr" not in sec["extract"]
-    assert "**Failed: exit code 1.**" in sec["train_step"]
-    assert "RuntimeError: benchmark exploded at N=1000" in sec["train_step"]
+    graph = sec["graph_build"].splitlines()
+    assert graph[:2] == ["## Graph", ""] and graph[2].startswith("_")  # the run line goes below the heading
+    assert "`python " + os.path.relpath(writes, run_speed.REPO) + " --device cpu --quick`" in graph[2]
+    assert graph[3:] == ["", "setup line", "", "| args |", "|---|", "| --device cpu --quick |"]
+    assert "stdout is not the table" not in sec["graph_build"] and "progress" not in sec["graph_build"]
+    assert sec["train_step"].startswith("## Train\n") and "**Failed: exit code 1.**" in sec["train_step"]
+    assert "RuntimeError: benchmark exploded at N=9999" in sec["train_step"]
+    assert "| 1000 | 0.5 |" in sec["train_step"]  # the rows measured before the failure are kept
+    assert sec["extract"].startswith("## Extract\n") and "does not start with a '## ' heading" in sec["extract"]
     assert f"| cores | {os.cpu_count()} logical" in sec["machine"]
     assert "quick sizes, device cpu" in sec["machine"]
+
+
+@pytest.mark.parametrize("body, failure", [
+    ("print('| a |\\n|---|\\n| 1 |')", "it wrote nothing to --out"),  # a table on stdout only
+    ("import sys; open(sys.argv[sys.argv.index('--out') + 1], 'w').write('## T\\n\\nno table\\n')",
+     "no Markdown table"),
+])
+def test_run_benchmark_needs_heading_and_table_in_out_file(tmp_path: Path, body: str, failure: str):
+    script = _script(tmp_path / "bench.py", body)
+    section, ok = run_speed.run_benchmark("x", run_speed.Benchmark("Title", script), ["--device", "cpu"], 60)
+    assert not ok and section.startswith("## Title\n") and f"**Failed: {failure}" in section
 
 
 def test_run_speed_kills_a_benchmark_past_its_timeout(tmp_path: Path, results_copy: Path, monkeypatch):
@@ -153,7 +172,7 @@ def test_run_speed_kills_a_benchmark_past_its_timeout(tmp_path: Path, results_co
         print("started", file=sys.stderr, flush=True)
         threading.Event().wait()
     """)
-    monkeypatch.setattr(run_speed, "BENCHMARKS", {"train_step": run_speed.Benchmark("Train", hangs, quick=[])})
+    monkeypatch.setattr(run_speed, "BENCHMARKS", {"train_step": run_speed.Benchmark("Train", hangs)})
     assert run_speed.main(["--only", "train_step", "--timeout", "1", "--results", str(results_copy)]) == 1
     sec = results_md.read_section(results_copy.read_text(), "train_step")
     assert "**Failed: timed out after 1 s.**" in sec and "started" in sec
@@ -165,18 +184,128 @@ def test_run_speed_rejects_unknown_benchmark(results_copy: Path, capsys):
     assert "'nope'" in capsys.readouterr().err
 
 
+def test_one_cpu_model_function_for_harness_and_scripts():
+    import machine
+
+    assert run_speed.cpu_model is machine.cpu_model
+    assert f"| CPU | {machine.cpu_model()} |" in run_speed.machine_markdown(
+        run_speed.dt.datetime.now(), ["graph_build"], True, "cpu")
+    for script in ("graph_build.py", "train_step.py", "extract.py"):
+        text = (BENCH_DIR / script).read_text()
+        assert "from machine import cpu_model" in text and "/proc/cpuinfo" not in text, script
+
+
 # --------------------------------------------------------------------------------------------------
-# the real benchmark scripts, in their --quick configuration (about 20 s together on 2 cores)
+# train_step.py: failures, threads (fake workers: no training)
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(run_speed.BENCHMARKS))
+def _fake_worker(monkeypatch, tmp_path: Path, body: str):
+    import train_step
+
+    worker = _script(tmp_path / "worker.py", body)
+    seen: list[list[str]] = []
+    real = train_step.worker_command
+
+    def command(model, n, args):
+        seen.append(real(model, n, args))
+        return [sys.executable, str(worker), model, str(n)]
+
+    monkeypatch.setattr(train_step, "worker_command", command)
+    return train_step, seen
+
+
+def test_train_step_failed_run_keeps_others_and_exits_nonzero(tmp_path: Path, monkeypatch, capsys):
+    row = dict(model="abmil", n=1000, edges=23128, dim=64, device="cpu", graph="fake", threads=3,
+               sec_per_step=0.25, peak_rss_before_first_step_gib=0.5, peak_rss_gib=0.75, cuda_peak_gib=None)
+    train_step, seen = _fake_worker(monkeypatch, tmp_path, f"""
+        import json, sys
+        if sys.argv[1] == "srmil":
+            sys.exit("RuntimeError: out of memory at N=" + sys.argv[2])
+        print(json.dumps({row!r}))
+    """)
+    out = tmp_path / "ts.md"
+    code = train_step.main(["--quick", "--models", "srmil", "abmil", "--threads", "3", "--out", str(out)])
+    assert code == 1
+    table = out.read_text()
+    assert table.startswith(f"## {train_step.TITLE}\n") and table == capsys.readouterr().out
+    lines = table.splitlines()
+    assert "torch threads 3 (--threads)" in lines[2]
+    assert "| peak RSS before 1st step (GiB) |" in lines[4] and "RSS before step" not in table
+    assert "| srmil | 1000 | | | | | **failed**: exit code 1: RuntimeError: out of memory at N=1000 |" in table
+    assert "| abmil | 1000 | 23128 | 64 | cpu | 3 | 0.250 | 0.75 | 0.50 |  | fake |" in table
+    assert all(cmd[-2:] == ["--threads", "3"] and "--worker" in cmd for cmd in seen) and len(seen) == 2
+
+
+def test_train_step_timeout_exits_nonzero(tmp_path: Path, monkeypatch):
+    train_step, _ = _fake_worker(monkeypatch, tmp_path, "import threading; threading.Event().wait()")
+    out = tmp_path / "ts.md"
+    assert train_step.main(["--quick", "--models", "abmil", "--timeout", "0.5", "--out", str(out)]) == 1
+    assert "| abmil | 1000 | | | | | **failed**: timed out after 0.5 s |" in out.read_text()
+
+
+def test_train_step_worker_pins_threads_and_reports_peak_before_first_step():
+    import torch
+    import train_step
+
+    before = torch.get_num_threads()
+    try:
+        r = train_step.worker("abmil", 64, 8, "cpu", 1, threads=before + 1)
+        assert r["threads"] == before + 1
+    finally:
+        torch.set_num_threads(before)
+    assert 0 < r["peak_rss_before_first_step_gib"] <= r["peak_rss_gib"]
+
+
+# --------------------------------------------------------------------------------------------------
+# extract.py: default slide, temporary folder, --json
+# --------------------------------------------------------------------------------------------------
+
+
+def test_extract_default_slide_follows_shared_data_env(tmp_path: Path, monkeypatch, capsys):
+    import extract
+
+    monkeypatch.setenv("WSIGRAPH_SHARED_DATA", str(tmp_path / "elsewhere"))
+    assert extract.shared_data_dir() == tmp_path / "elsewhere"
+    assert extract.main(["--quick", "--out", str(tmp_path / "e.md")]) == 2
+    assert str(tmp_path / "elsewhere" / "slides" / extract.SLIDE_NAME) in capsys.readouterr().err
+    assert not (tmp_path / "e.md").exists()
+
+
+def test_extract_quick_writes_out_and_json_and_cleans_up(shared_data: Path, tmp_path: Path, monkeypatch):
+    import extract
+
+    monkeypatch.setenv("WSIGRAPH_SHARED_DATA", str(shared_data))
+    monkeypatch.setattr(extract.tempfile, "tempdir", str(tmp_path))  # where its temporary folder goes
+    out, js = tmp_path / "res" / "e.md", tmp_path / "res" / "e.json"
+    assert extract.main(["--quick", "--out", str(out), "--json", str(js)]) == 0
+    assert not list(tmp_path.glob("wsigraph-bench-*"))  # its temporary folder is gone
+    assert sorted(p.name for p in out.parent.iterdir()) == ["e.json", "e.md"]  # no .tmp left
+    table = out.read_text()
+    assert table.startswith(f"## {extract.TITLE}\n")
+    rows = [ln for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith("| mode")]
+    data = json.loads(js.read_text())
+    assert data["slide"] == str(shared_data / "slides" / extract.SLIDE_NAME)
+    assert [r["mode"] for r in data["rows"]] == [ln.split(" | ")[0][2:] for ln in rows]
+    assert all(r["patches"] == extract.QUICK["patches"] for r in data["rows"])
+
+
+# --------------------------------------------------------------------------------------------------
+# the real benchmark scripts through the harness, in their --quick configuration
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["graph_build", "train_step"])
 def test_quick_benchmark_runs(name: str, results_copy: Path):
-    if name == "extract":  # extract.py's default slide, beside the repository
-        if not (run_speed.REPO.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs").exists():
-            pytest.skip("benchmarks/extract.py reads shared/data/slides/CMU-1-Small-Region.svs, absent here")
     assert run_speed.main(["--only", name, "--quick", "--results", str(results_copy)]) == 0
     sec = results_md.read_section(results_copy.read_text(), name)
-    rows = [ln for ln in sec.splitlines() if ln.startswith("|")]
-    assert len(rows) >= 3 and "Failed" not in sec  # header, rule, at least one measured row
-    assert "--quick" not in sec and "--device cpu" in sec
+    lines = sec.splitlines()
+    assert lines[0] == f"## {run_speed.BENCHMARKS[name].title}"  # the script's heading is the harness's title
+    assert lines[2].startswith("_") and f"benchmarks/{name}.py --device cpu --quick`" in lines[2]
+    rows = [ln for ln in lines if ln.startswith("|")]
+    assert len(rows) >= 3 and "Failed" not in sec and "failed" not in sec  # header, rule, measured rows
+
+
+def test_script_titles_match_the_harness():
+    for name, bench in run_speed.BENCHMARKS.items():
+        assert f'TITLE = "{bench.title}"' in bench.script.read_text(), name
