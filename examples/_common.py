@@ -5,15 +5,19 @@ folders, or the SRMIL paper's pickles) to the benchmark table, in four steps:
 
 1. **find** the starting point under ``--data`` (:func:`find_feature_folders`, :func:`find_slides`,
    :func:`find_pickles`) and the label files; when something is missing, :class:`Missing` collects
-   every missing path with what it should hold and :func:`exit_missing` prints them (exit status 2);
+   every missing path with what it should hold and :meth:`Missing.check` stops the script, which prints
+   them (:func:`exit_missing`, exit status 2);
 2. **convert** what needs converting through the library (:func:`preprocess`, :func:`import_pickles`);
    feature folders are used as they are (:func:`link_features` only gathers files spread over several
    folders, by symbolic link);
 3. **write** the cohort manifest (:func:`write_manifest`) and, where lesion outlines exist, patch labels
    (:func:`label_patches`) so the harness scores localisation;
-4. **run** the bench config (:func:`run_bench`): the example's ``bench.yaml`` with the cohort's paths
+4. **run** the bench config (:meth:`Example.benchmark`): the example's ``bench.yaml`` with the cohort's paths
    filled in, written to ``OUT/bench.yaml`` (rerun it with ``wsigraph bench --config OUT/bench.yaml``),
    then the table is printed.
+
+A script declares itself as an :class:`Example` (its folder name and accepted layouts) and uses its
+:meth:`~Example.parser`, :meth:`~Example.start`, :meth:`~Example.benchmark` and :meth:`~Example.main`.
 """
 from __future__ import annotations
 
@@ -24,12 +28,14 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 EXIT_MISSING = 2
 #: Whole-slide file types searched for under ``--data`` (no .png/.jpg: CLAM/TRIDENT thumbnails are not slides).
 WSI_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 STARTS = ("features", "slides", "srmil-pickle")
+#: The order in which starting points are looked for when --from is not given.
+START_ORDER = ("features", "srmil-pickle", "slides")
 _TRIDENT_DIR = re.compile(r"^\d+(\.\d+)?x_\d+px_\d+px_overlap$")
 _SKIP_DIRS = {".git", "__pycache__", "masks", "thumbnails", "contours", "contours_geojson", "visualization"}
 
@@ -50,6 +56,14 @@ class ExampleError(Exception):
     """Bad or inconsistent input found by an example script (printed, exit status 2)."""
 
 
+class MissingInputs(Exception):
+    """Input data are missing (raised by :meth:`Missing.check`; :meth:`Example.main` prints the list, exit 2)."""
+
+    def __init__(self, missing: "Missing") -> None:
+        super().__init__(f"{len(missing.items)} missing input(s)")
+        self.missing = missing
+
+
 # ----------------------------------------------------------------------------------------------------
 # what is missing
 # ----------------------------------------------------------------------------------------------------
@@ -67,6 +81,11 @@ class Missing:
 
     def __bool__(self) -> bool:
         return bool(self.items)
+
+    def check(self) -> None:
+        """Stop the script (:class:`MissingInputs`) when anything is missing."""
+        if self.items:
+            raise MissingInputs(self)
 
 
 def exit_missing(missing: Missing, layouts: Sequence[str], readme: str) -> int:
@@ -87,6 +106,84 @@ def fail(example: str, message: str) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------
+# one example script
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """What sets an example script apart: its folder ``examples/<name>/`` and the data layouts it accepts
+    (printed when input is missing); the steps all scripts share are its methods."""
+
+    name: str
+    layouts: Sequence[str]
+
+    @property
+    def here(self) -> Path:
+        return Path(__file__).resolve().parent / self.name
+
+    @property
+    def readme(self) -> str:
+        return f"examples/{self.name}/README.md"
+
+    def parser(self, doc: str) -> argparse.ArgumentParser:
+        """:func:`base_parser` described by the first line of the script's docstring ``doc``."""
+        return base_parser(self.name, doc.splitlines()[0], f"wsigraph-examples/{self.name}")
+
+    def start(self, args: argparse.Namespace, data_what: str) -> tuple[Path, Path, Missing]:
+        """``(--data, --out, an empty Missing)``; stops when ``--data`` is not a folder (``data_what``: what it
+        should hold)."""
+        data, out = paths(args)
+        missing = Missing(self.name)
+        if not data.is_dir():
+            missing.add(data, data_what)
+            missing.check()
+        return data, out, missing
+
+    def find_start(self, args: argparse.Namespace, data: Path, finders: dict[str, Any], missing: Missing,
+                   order: Sequence[str] = START_ORDER) -> tuple[str, Any]:
+        """``(start, what was found)`` by :func:`choose_start`; ``finders["features"]`` defaults to the single
+        feature folder under ``data``. Stops when nothing is found."""
+        finders = {"features": lambda m: find_one_feature_folder(data, m), **finders}
+        start = choose_start(args, order, finders, missing)
+        missing.check()
+        return start
+
+    def ready(self, kind: str, args: argparse.Namespace, missing: Missing) -> None:
+        """End of step 1: raw slides need ``--encoder``; stops when anything is missing, else announces step 2."""
+        if kind == "slides" and not args.encoder:
+            missing.add("--encoder NAME --weights FILE", "raw slides need a patch encoder and its local weights "
+                        "(e.g. --encoder resnet50_trunc --weights resnet50.pth; see `wsigraph encoders`)")
+        missing.check()
+        print(f"[2/4] starting point: {kind}")
+
+    def benchmark(self, args: argparse.Namespace, out: Path, cohorts: Sequence[dict[str, Any]]) -> Path:
+        """Step 4: the bench config (``--config``, else this example's ``bench.yaml``) for ``cohorts`` (see
+        :func:`cohort_entry`), run and printed (:func:`run_bench`)."""
+        print("[4/4] benchmark")
+        raw = bench_config(Path(args.config or self.here / "bench.yaml"), cohorts, out, args)
+        return run_bench(raw, out, self.name, force_new_config=args.force_new_config)
+
+    def main(self, run: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:
+        """``run(argv)``; missing inputs, library errors (bad input named by the library) and
+        :class:`ExampleError` exit with 2 and their message."""
+        from wsigraph.errors import WsigraphError
+
+        try:
+            return int(run(argv) or 0)
+        except MissingInputs as e:
+            return exit_missing(e.missing, self.layouts, self.readme)
+        except (WsigraphError, ExampleError) as e:
+            return fail(self.name, str(e))
+
+
+def cohort_entry(name: str, manifest: Path, feature_dir: Path, **extra: Any) -> dict[str, Any]:
+    """A ``cohorts`` entry of the bench config: absolute manifest and feature folder, plus ``extra`` keys."""
+    return {"name": name, "manifest": str(Path(manifest).resolve()), "feature_dir": str(Path(feature_dir).resolve()),
+            **extra}
+
+
+# ----------------------------------------------------------------------------------------------------
 # command line
 # ----------------------------------------------------------------------------------------------------
 
@@ -98,7 +195,7 @@ def base_parser(example: str, description: str, default_out: str) -> argparse.Ar
     p.add_argument("--out", default=default_out, metavar="DIR",
                    help="where everything is written: manifest, converted features, results (default: %(default)s)")
     p.add_argument("--from", dest="start", choices=STARTS, default=None,
-                   help="starting point (default: the first found of features, srmil-pickle, slides)")
+                   help=f"starting point (default: the first found of {', '.join(START_ORDER)})")
     p.add_argument("--features", metavar="DIR",
                    help="use this feature folder (of <slide_id>.h5/.pt) instead of searching --data for one")
     p.add_argument("--quick", action="store_true",
@@ -253,7 +350,8 @@ def choose_start(args: argparse.Namespace, order: Sequence[str], finders: dict[s
     """The starting point: ``--features DIR``, else ``--from``, else the first of ``order`` that is found.
 
     ``finders[start](missing)`` returns what it found or None after adding the paths it looked for to
-    ``missing``; when a start is found, what the others missed is forgotten.
+    ``missing``; when a start is found, what the others missed is forgotten. None: nothing was found, and
+    ``missing`` says what was looked for.
     """
     if args.features and args.start in (None, "features"):
         ff = explicit_feature_folder(args.features)
@@ -261,11 +359,14 @@ def choose_start(args: argparse.Namespace, order: Sequence[str], finders: dict[s
             missing.add(args.features, "a folder of <slide_id>.h5 / .pt feature files (--features)")
             return None
         return "features", ff
-    for start in ([args.start] if args.start else order):
+    starts = [args.start] if args.start else list(order)
+    for start in starts:
         found = finders[start](missing)
         if found is not None:
             missing.items.clear()
             return start, found
+    if not missing:
+        missing.add(args.data, f"a starting point ({', '.join(starts)})")
     return None
 
 
@@ -571,13 +672,3 @@ def run_bench(raw: dict, out: Path, example: str, force_new_config: bool = False
     if table.exists():
         print(table.read_text(encoding="utf-8"))
     return table
-
-
-def main_guard(example: str, fn, argv: Sequence[str] | None) -> int:
-    """Run ``fn(argv)``; library errors (bad input named by the library) exit 2 with their message."""
-    from wsigraph.errors import WsigraphError
-
-    try:
-        return int(fn(argv) or 0)
-    except (WsigraphError, ExampleError) as e:
-        return fail(example, str(e))

@@ -117,6 +117,9 @@ def test_broken_items_skipped_with_report(tmp_path):
     assert "graph_y has 3 classes but the class list has 2" in errors["three"]
     assert not (tmp_path / "out" / "features" / "bad_slide.h5").exists()
     assert cohort.import_report.failed.keys() == {"bad_slide", "no_pos", "three"}
+    assert main(["import-srmil", str(pkl), str(tmp_path / "cli"), "--trust-pickle", "--classes", "normal", "tumor",
+                 "--on-error", "skip", "--no-progress"]) == 1  # finished, with failures listed in the report
+    assert (tmp_path / "cli" / "import_report.csv").exists()
 
 
 def test_duplicate_slide_index(tmp_path):

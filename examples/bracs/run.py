@@ -14,9 +14,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common as C  # noqa: E402
 
-EXAMPLE = "bracs"
-HERE = Path(__file__).resolve().parent
-README = "examples/bracs/README.md"
 SUBTYPES = ["N", "PB", "UDH", "FEA", "ADH", "DCIS", "IC"]
 GROUP = {"N": "benign", "PB": "benign", "UDH": "benign", "FEA": "atypical", "ADH": "atypical",
          "DCIS": "malignant", "IC": "malignant"}
@@ -32,6 +29,7 @@ LAYOUTS = [
     "label sheet   BRACS.xlsx / BRACS.csv: columns 'WSI Filename', 'WSI label', 'Set' (Training/Validation/",
     "              Testing), 'Patient Id'; or the slide tree above",
 ]
+EX = C.Example("bracs", LAYOUTS)
 
 
 def sheet_labels(path: Path) -> dict[str, dict[str, str]]:
@@ -91,17 +89,13 @@ def manifests(files: dict[str, Path], labels: dict[str, dict[str, str]], source:
 
 
 def run(argv=None) -> int:
-    p = C.base_parser(EXAMPLE, __doc__.splitlines()[0], "wsigraph-examples/bracs")
+    p = EX.parser(__doc__)
     p.add_argument("--task", choices=("3", "7", "both"), default="both", help="3 classes, 7 subtypes or both")
     p.add_argument("--sheet", metavar="XLSX|CSV", help="the official sheet (default: DATA/BRACS.xlsx or BRACS.csv)")
     p.add_argument("--classes", nargs=3, default=CLASSES3, metavar="NAME", help="graph_y order of the SRMIL pickles")
     args = p.parse_args(argv)
-    data, out = C.paths(args)
+    data, out, missing = EX.start(args, "the folder holding your BRACS data (--data)")
     tasks = ["3", "7"] if args.task == "both" else [args.task]
-    missing = C.Missing(EXAMPLE)
-    if not data.is_dir():
-        missing.add(data, "the folder holding your BRACS data (--data)")
-        return C.exit_missing(missing, LAYOUTS, README)
     print(f"[1/4] looking for BRACS data in {data}")
 
     def pickles(miss):
@@ -123,12 +117,7 @@ def run(argv=None) -> int:
                      "BRACS slides in the download's tree (train|val|test / Group_* / Type_*)")
         return found or None
 
-    start = C.choose_start(args, ["features", "srmil-pickle", "slides"],
-                           {"features": lambda m: C.find_one_feature_folder(data, m), "srmil-pickle": pickles,
-                            "slides": slides}, missing)
-    if start is None:
-        return C.exit_missing(missing, LAYOUTS, README)
-    kind, found = start
+    kind, found = EX.find_start(args, data, {"srmil-pickle": pickles, "slides": slides}, missing)
     sheet = Path(args.sheet) if args.sheet else C.first_existing([data / "BRACS.xlsx", data / "BRACS.csv"])
     if args.sheet and not sheet.is_file():
         missing.add(sheet, "the official BRACS sheet (--sheet)")
@@ -141,14 +130,9 @@ def run(argv=None) -> int:
             if not labels:
                 missing.add(data / "BRACS.xlsx", "the official sheet: 'WSI Filename', 'WSI label', 'Set', "
                             "'Patient Id' (or BRACS.csv, or --sheet FILE, or the BRACS_WSI slide tree)")
-    if kind == "slides" and not args.encoder:
-        missing.add("--encoder NAME --weights FILE", "raw slides need a patch encoder and its local weights")
-    if missing:
-        return C.exit_missing(missing, LAYOUTS, README)
-
-    print(f"[2/4] starting point: {kind}")
+    EX.ready(kind, args, missing)
     if kind == "srmil-pickle":
-        C.require_trust(EXAMPLE, found, args)
+        C.require_trust(EX.name, found, args)
         if "7" in tasks:
             print("      the SRMIL pickles carry the 3-class labels only: running the 3-class task")
             tasks = ["3"]
@@ -162,19 +146,15 @@ def run(argv=None) -> int:
 
     print("[3/4] manifests (official split)")
     manifests(feats.files, labels, source, out, tasks)
-    print("[4/4] benchmark")
-    names = {"3": "bracs_3class", "7": "bracs_7class"}
-    cohorts = [{"name": names[t], "manifest": str((out / f"manifest_{t}class.csv").resolve()),
-                "feature_dir": str(feats.path.resolve())} for t in tasks]
+    cohorts = [C.cohort_entry(f"bracs_{t}class", out / f"manifest_{t}class.csv", feats.path) for t in tasks]
     if kind == "srmil-pickle":
         cohorts[0]["classes"] = list(args.classes)
-    C.run_bench(C.bench_config(Path(args.config or HERE / "bench.yaml"), cohorts, out, args), out, EXAMPLE,
-                force_new_config=args.force_new_config)
+    EX.benchmark(args, out, cohorts)
     return 0
 
 
 def main(argv=None) -> int:
-    return C.main_guard(EXAMPLE, run, argv)
+    return EX.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common as C  # noqa: E402
 
-EXAMPLE = "camelyon16"
-HERE = Path(__file__).resolve().parent
-README = "examples/camelyon16/README.md"
 CLASSES = ["normal", "tumor"]
 N_TRAIN, N_TEST = 270, 129
 DROPPED = {"test_049": "a duplicate slide, removed from the test set by the organisers"}
@@ -32,6 +29,7 @@ LAYOUTS = [
     "              testing/reference.csv (needs --encoder NAME --weights FILE)",
     "optional      training/ and testing/lesion_annotations/ (<slide_id>.xml) or lesion_annotations.zip: localisation",
 ]
+EX = C.Example("camelyon16", LAYOUTS)
 
 
 def reference_labels(path: Path) -> dict[str, str]:
@@ -92,18 +90,13 @@ def manifest_rows(slide_ids, reference: dict[str, str] | None, ref_path: str) ->
 
 
 def run(argv=None) -> int:
-    p = C.base_parser(EXAMPLE, __doc__.splitlines()[0], "wsigraph-examples/camelyon16")
+    p = EX.parser(__doc__)
     p.add_argument("--reference", metavar="CSV", help="test-set labels (default: DATA/testing/reference.csv)")
     p.add_argument("--annotations", metavar="DIR", nargs="+",
                    help="lesion outline folders or zips (default: DATA/{training,testing}/lesion_annotations[.zip])")
     p.add_argument("--pickles", metavar="PKL", nargs=2, help="the SRMIL train and test pickles")
     args = p.parse_args(argv)
-    data, out = C.paths(args)
-    missing = C.Missing(EXAMPLE)
-    if not data.is_dir():
-        missing.add(data, "the folder holding your CAMELYON16 data (--data)")
-        return C.exit_missing(missing, LAYOUTS, README)
-
+    data, out, missing = EX.start(args, "the folder holding your CAMELYON16 data (--data)")
     print(f"[1/4] looking for CAMELYON16 data in {data}")
 
     def pickles(miss):
@@ -128,12 +121,7 @@ def run(argv=None) -> int:
                 miss.add(data / sub / name, f"CAMELYON16 slides ({sub}/*.tif)")
         return found or None
 
-    start = C.choose_start(args, ["features", "srmil-pickle", "slides"],
-                           {"features": lambda m: C.find_one_feature_folder(data, m), "srmil-pickle": pickles,
-                            "slides": slides}, missing)
-    if start is None:
-        return C.exit_missing(missing, LAYOUTS, README)
-    kind, found = start
+    kind, found = EX.find_start(args, data, {"srmil-pickle": pickles, "slides": slides}, missing)
     ref = find_reference(args, data)
     needs_ref = kind != "srmil-pickle" and any(
         s.lower().startswith("test_") for s in (found.files if kind == "features" else found))
@@ -141,15 +129,9 @@ def run(argv=None) -> int:
         missing.add(args.reference or data / "testing" / "reference.csv",
                     "labels of the test_XXX slides: the challenge's reference.csv (rows test_001,Tumor,...); "
                     f"also looked for {data / 'reference.csv'}; or pass --reference FILE")
-    if kind == "slides" and not args.encoder:
-        missing.add("--encoder NAME --weights FILE", "raw slides need a patch encoder and its local weights "
-                    "(e.g. --encoder resnet50_trunc --weights resnet50.pth; see `wsigraph encoders`)")
-    if missing:
-        return C.exit_missing(missing, LAYOUTS, README)
-
-    print(f"[2/4] starting point: {kind}")
+    EX.ready(kind, args, missing)
     if kind == "srmil-pickle":
-        C.require_trust(EXAMPLE, found, args)
+        C.require_trust(EX.name, found, args)
         cohort = C.import_pickles(found, ["train", "test"], CLASSES, out / "srmil_import")
         rows = [{"slide_id": r.slide_id, "label": r.label, "split": r.split} for r in cohort.table.itertuples()]
         feature_dir, annotations = out / "srmil_import" / "features", None
@@ -166,11 +148,7 @@ def run(argv=None) -> int:
     if kind != "srmil-pickle":
         feature_dir = _localisation(rows, folder, annotations, out)
 
-    print("[4/4] benchmark")
-    cohort = {"name": EXAMPLE, "manifest": str((out / "manifest.csv").resolve()),
-              "feature_dir": str(Path(feature_dir).resolve())}
-    C.run_bench(C.bench_config(Path(args.config or HERE / "bench.yaml"), [cohort], out, args), out, EXAMPLE,
-                force_new_config=args.force_new_config)
+    EX.benchmark(args, out, [C.cohort_entry(EX.name, out / "manifest.csv", feature_dir)])
     return 0
 
 
@@ -205,7 +183,7 @@ def _localisation(rows: list[dict], folder: C.FeatureFolder, annotations: list[P
 
 
 def main(argv=None) -> int:
-    return C.main_guard(EXAMPLE, run, argv)
+    return EX.main(run, argv)
 
 
 if __name__ == "__main__":

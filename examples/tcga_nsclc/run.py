@@ -15,9 +15,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common as C  # noqa: E402
 
-EXAMPLE = "tcga_nsclc"
-HERE = Path(__file__).resolve().parent
-README = "examples/tcga_nsclc/README.md"
 CLASSES = ["LUAD", "LUSC"]
 BARCODE = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}", re.IGNORECASE)
 PROJECT_DIR = re.compile(r"^(tcga-)?(luad|lusc)$", re.IGNORECASE)
@@ -30,6 +27,7 @@ LAYOUTS = [
     "srmil-pickle  one <name>.pkl (graph_y order LUAD, LUSC; --classes to change) (needs --trust-pickle)",
     "label table   labels.csv (slide_id,label[,case_id], label LUAD|LUSC) or gdc_sample_sheet*.tsv (GDC portal)",
 ]
+EX = C.Example("tcga_nsclc", LAYOUTS)
 
 
 def project_of(path: Path, root: Path) -> str | None:
@@ -103,16 +101,12 @@ def manifest_rows(files: dict[str, Path], data: Path, table) -> list[dict]:
 
 
 def run(argv=None) -> int:
-    p = C.base_parser(EXAMPLE, __doc__.splitlines()[0], "wsigraph-examples/tcga_nsclc")
+    p = EX.parser(__doc__)
     p.add_argument("--labels", metavar="CSV", help="slide_id,label[,case_id] table (default: DATA/labels.csv)")
     p.add_argument("--sample-sheet", metavar="TSV", help="GDC sample sheet (default: DATA/gdc_sample_sheet*.tsv)")
     p.add_argument("--classes", nargs=2, default=CLASSES, metavar="NAME", help="graph_y order of the SRMIL pickle")
     args = p.parse_args(argv)
-    data, out = C.paths(args)
-    missing = C.Missing(EXAMPLE)
-    if not data.is_dir():
-        missing.add(data, "the folder holding your TCGA-NSCLC data (--data)")
-        return C.exit_missing(missing, LAYOUTS, README)
+    data, out, missing = EX.start(args, "the folder holding your TCGA-NSCLC data (--data)")
     print(f"[1/4] looking for TCGA-NSCLC data in {data}")
 
     def features(miss):
@@ -138,11 +132,8 @@ def run(argv=None) -> int:
             miss.add(data / "LUSC" / "TCGA-XX-XXXX-01Z-00-DX1.<uuid>.svs", "TCGA-LUSC slides (GDC download)")
         return found or None
 
-    start = C.choose_start(args, ["features", "srmil-pickle", "slides"],
-                           {"features": features, "srmil-pickle": pickles, "slides": slides}, missing)
-    if start is None:
-        return C.exit_missing(missing, LAYOUTS, README)
-    kind, found = start
+    kind, found = EX.find_start(args, data, {"features": features, "srmil-pickle": pickles, "slides": slides},
+                                missing)
     for opt, given in (("--labels", args.labels), ("--sample-sheet", args.sample_sheet)):
         if given and not Path(given).is_file():
             missing.add(given, f"the label table given with {opt}")
@@ -154,14 +145,9 @@ def run(argv=None) -> int:
             missing.add(data / "gdc_sample_sheet.<date>.tsv", "or the GDC sample sheet of your download "
                         "(columns File Name, Project ID, Case ID)")
             missing.add(data / "LUAD", "or LUAD/ and LUSC/ folders holding the slides or feature folders")
-    if kind == "slides" and not args.encoder:
-        missing.add("--encoder NAME --weights FILE", "raw slides need a patch encoder and its local weights")
-    if missing:
-        return C.exit_missing(missing, LAYOUTS, README)
-
-    print(f"[2/4] starting point: {kind}")
+    EX.ready(kind, args, missing)
     if kind == "srmil-pickle":
-        C.require_trust(EXAMPLE, found, args)
+        C.require_trust(EX.name, found, args)
         cohort = C.import_pickles(found, None, args.classes, out / "srmil_import")
         feats = C.explicit_feature_folder(out / "srmil_import" / "features")
         ids = list(cohort.table.slide_id)
@@ -180,16 +166,12 @@ def run(argv=None) -> int:
     rows = manifest_rows(label_paths, data, table)
     print("[3/4] manifest (5-fold cross-validation grouped by patient)")
     C.write_manifest(out / "manifest.csv", rows, CLASSES)
-    print("[4/4] benchmark")
-    cohort = {"name": EXAMPLE, "manifest": str((out / "manifest.csv").resolve()),
-              "feature_dir": str(feats.path.resolve())}
-    C.run_bench(C.bench_config(Path(args.config or HERE / "bench.yaml"), [cohort], out, args), out, EXAMPLE,
-                force_new_config=args.force_new_config)
+    EX.benchmark(args, out, [C.cohort_entry(EX.name, out / "manifest.csv", feats.path)])
     return 0
 
 
 def main(argv=None) -> int:
-    return C.main_guard(EXAMPLE, run, argv)
+    return EX.main(run, argv)
 
 
 if __name__ == "__main__":

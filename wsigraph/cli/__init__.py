@@ -2,7 +2,14 @@
 
 Each subcommand group lives in its own module with ``register(subparsers)``; ``register`` only declares
 arguments and imports nothing heavy, so ``wsigraph --help`` is fast. The handler set with
-``set_defaults(func=...)`` does the imports and the work.
+``set_defaults(func=...)`` does the imports and the work. Cohort commands return their exit status through
+``wsigraph.cli._options.job_exit_status(report)``; ``main`` turns a ``WsigraphError`` into 2.
+
+Exit status:
+  0  done: every slide processed, or already complete from an earlier run;
+  1  finished, but some slides failed (cohort commands: segment, tile, extract, preprocess, build-graphs,
+     label-patches, import-srmil, predict); they are listed in the report CSV, whose path is printed;
+  2  bad input or usage: the message names the file, row, key or option at fault.
 """
 from __future__ import annotations
 
@@ -26,7 +33,9 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     from wsigraph import __version__
 
-    parser = argparse.ArgumentParser(prog="wsigraph", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="wsigraph", description=__doc__.splitlines()[0],
+                                     epilog=__doc__[__doc__.index("Exit status"):],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"wsigraph {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

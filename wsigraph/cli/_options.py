@@ -152,3 +152,17 @@ def job_kwargs(args: argparse.Namespace, report_default: str | Path | None = Non
         if hasattr(args, name):
             kw[name] = getattr(args, name)
     return kw
+
+
+def job_exit_status(report: Any, what: str = "slide(s)") -> int:
+    """Exit status of a cohort command from its ``JobReport`` (see :mod:`wsigraph.cli`).
+
+    0 when every slide is done or already complete; 1 when the job finished but some failed: then their
+    count and the report CSV that lists them are printed. (2, bad input, is ``main``'s answer to a
+    ``WsigraphError``.)
+    """
+    if not report.failed:
+        return 0
+    where = f"; they are listed in {report.report_path}" if report.report_path else ""
+    print(f"{len(report.failed)} {what} failed{where}")
+    return 1

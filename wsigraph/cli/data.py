@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from wsigraph.cli._options import add_job_args, job_kwargs
+from wsigraph.cli._options import add_job_args, job_exit_status, job_kwargs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,8 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="For each FEATURE_DIR/<slide_id>.h5, read ANNOTATION_DIR/<slide_id>.xml (ASAP, e.g. "
                     "CAMELYON16) or .geojson/.json (QuPath; level-0 pixel coordinates) and write a copy "
                     "OUT/<slide_id>.h5 with a 'patch_labels' dataset (1 = lesion patch). Exclusion regions "
-                    "(ASAP group _2, QuPath class Exclusion/Ignore*) are never lesion. Exit status 1 when some "
-                    "slides failed (listed in the report).")
+                    "(ASAP group _2, QuPath class Exclusion/Ignore*) are never lesion.")
     p.add_argument("feature_dir", metavar="FEATURE_DIR", help="folder of <slide_id>.h5 feature (or coords) files")
     p.add_argument("annotation_dir", metavar="ANNOTATION_DIR", help="folder of <slide_id>.xml/.geojson/.json")
     p.add_argument("--out", required=True, metavar="DIR", help="folder of the labelled copies")
@@ -127,11 +126,7 @@ def _import_srmil(args: argparse.Namespace) -> int:
                           **job_kwargs(args))
     report = cohort.import_report
     print(f"imported {len(cohort)} slides into {args.out_dir} ({report.summary()})")
-    if report.failed:
-        from pathlib import Path
-
-        print(f"skipped items are listed in {args.report or Path(args.out_dir) / 'import_report.csv'}")
-    return 0
+    return job_exit_status(report, "item(s)")
 
 
 def _split(args: argparse.Namespace) -> int:
@@ -158,6 +153,4 @@ def _label_patches(args: argparse.Namespace) -> int:
     positive = sum(report.results.values())
     print(f"patch labels: {report.summary()}; {positive} lesion patches in "
           f"{sum(n > 0 for n in report.results.values())} slide(s) -> {args.out}")
-    if report.failed:
-        print(f"failed slides are listed in {kw['report_path']}")
-    return 1 if report.failed else 0
+    return job_exit_status(report)

@@ -8,6 +8,7 @@ from wsigraph.cli._options import (
     add_mpp_args,
     add_tiling_args,
     add_tissue_args,
+    job_exit_status,
     job_kwargs,
     mpp_resolver,
     tiling_kwargs,
@@ -54,8 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "OUT/<slide_id>.h5 atomically. Resumable (complete files are skipped); shardable over "
                     "processes or machines (--shard I/N, or one process per GPU with "
                     "`torchrun --nproc_per_node 4 -m wsigraph extract ...`). The slide resolution options matter "
-                    "only for coords files without an mpp attribute (CLAM). Exit status 1 when some slides "
-                    "failed (listed in the report), 2 on bad arguments.")
+                    "only for coords files without an mpp attribute (CLAM).")
     p.add_argument("--coords", required=True, nargs="+", metavar="PATH",
                    help="coords folder(s) or files (<slide_id>.h5)")
     p.add_argument("--slides", required=True, nargs="+", metavar="PATH", help="slide folder(s) or files")
@@ -69,8 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "preprocess", help="segment tissue, tile and extract features for a folder or manifest of slides",
         description="For each slide: tissue mask -> global patch grid -> patch features. Writes OUT/coords/, "
                     "OUT/masks/, OUT/features_<encoder>/ and OUT/preprocess_summary.json. Resumable at both "
-                    "stages; failing slides are skipped and reported while the others complete (exit status "
-                    "1 when some failed).")
+                    "stages; failing slides are skipped and reported while the others complete.")
     p.add_argument("slides", metavar="SLIDES",
                    help="folder of slides, or CSV manifest with a path column (path/slide_path/wsi/filename) "
                         "and optional slide_id, mpp columns")
@@ -121,7 +120,7 @@ def _print_report(report, out: str) -> int:
     print(f"{report.summary()} -> {out}")
     for sid, err in report.failed.items():
         print(f"  failed {sid}: {err}")
-    return 1 if report.failed else 0
+    return job_exit_status(report)
 
 
 def _slide_opener(args: argparse.Namespace):

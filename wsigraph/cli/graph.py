@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from wsigraph.cli._options import add_job_args, job_kwargs
+from wsigraph.cli._options import add_job_args, job_exit_status, job_kwargs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +65,4 @@ def _build_graphs(args: argparse.Namespace) -> int:
     report = build_graph_cache(dataset, failed_before=failed_before, **kw)
     n_edges = sum(r["num_edges"] for r in report.results.values())
     print(f"graphs in {args.cache}: {report.summary()}; {n_edges} edges built this run")
-    if report.failed:
-        print(f"failed slides are listed in {kw['report_path']}")
-    return 0
+    return job_exit_status(report)

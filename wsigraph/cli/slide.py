@@ -12,6 +12,7 @@ from wsigraph.cli._options import (
     add_mpp_args,
     add_tiling_args,
     add_tissue_args,
+    job_exit_status,
     job_kwargs,
     open_slide_kwargs,
     tiling_kwargs,
@@ -122,7 +123,8 @@ def _overlay_background(slide: Any, thumb: Any, min_side: int = 768, max_side: i
     return slide.thumbnail(min(max_side, max(slide.dimensions)))
 
 
-def _run(args: argparse.Namespace, stage: str, fn, is_done) -> tuple[Any, int]:
+def _run(args: argparse.Namespace, stage: str, fn, is_done) -> Any:
+    """``fn`` over the slides as a cohort job (resume unless ``--overwrite``); returns the ``JobReport``."""
     from wsigraph.slide import find_slides
     from wsigraph.utils.jobs import run_per_slide
 
@@ -130,8 +132,8 @@ def _run(args: argparse.Namespace, stage: str, fn, is_done) -> tuple[Any, int]:
     overwrite = kw.pop("overwrite")
     report = run_per_slide(find_slides(args.slides), fn, is_done=None if overwrite else is_done, desc=stage,
                            stage=stage, **kw)
-    print(f"{stage}: {report.summary()}" + (f"; failures listed in {kw['report_path']}" if report.failed else ""))
-    return report, (2 if report.failed else 0)
+    print(f"{stage}: {report.summary()}")
+    return report
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -157,8 +159,7 @@ def _segment(args: argparse.Namespace) -> int:
     def done(slide_id: str, path: Path) -> bool:
         return (out / "masks" / f"{slide_id}.json").exists()
 
-    _, code = _run(args, "segment", one, done)
-    return code
+    return job_exit_status(_run(args, "segment", one, done))
 
 
 def _tile(args: argparse.Namespace) -> int:
@@ -196,7 +197,7 @@ def _tile(args: argparse.Namespace) -> int:
     def done(slide_id: str, path: Path) -> bool:
         return is_complete_feature_file(coords_path(slide_id), require_features=False)
 
-    report, code = _run(args, "tile", one, done)
+    report = _run(args, "tile", one, done)
     rows = [{"slide_id": sid, "status": "done", **report.results[sid]} for sid in report.done]
     rows += [{"slide_id": sid, "status": "already complete"} for sid in report.resumed]
     rows += [{"slide_id": sid, "status": "failed", "error": err} for sid, err in report.failed.items()]
@@ -211,4 +212,4 @@ def _tile(args: argparse.Namespace) -> int:
         r = report.results[sid]
         print(f"  {sid}: {r['n_patches']} patches (step {r['patch_size_level0']} level-0 px, tissue "
               f"{r['tissue_fraction']:.1%})")
-    return code
+    return job_exit_status(report)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from wsigraph.cli._options import job_exit_status
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (one split or k-fold cross-validation) from a YAML config",
@@ -78,13 +80,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from wsigraph.train.inference import predict
 
     features = args.features[0] if len(args.features) == 1 else args.features
-    path = predict(args.checkpoint, features, args.out, device=args.device, cache_dir=args.cache_dir,
-                   on_error=args.on_error, progress=not args.no_progress)
-    print(f"predictions in {path}")
-    return 0
+    report = predict(args.checkpoint, features, args.out, device=args.device, cache_dir=args.cache_dir,
+                     on_error=args.on_error, progress=not args.no_progress)
+    print(f"predict: {report.summary()}; predictions in {Path(args.out) / 'predictions.csv'}")
+    return job_exit_status(report)
 
 
 def _init_config(args: argparse.Namespace) -> int:

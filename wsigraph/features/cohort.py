@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from wsigraph.errors import InputError, MissingFileError
+from wsigraph.errors import InputError, MissingFileError, WsigraphError
 from wsigraph.features.encoders import PatchEncoder
 from wsigraph.features.extract import extract_features, resolve_device
 
@@ -138,43 +138,100 @@ def extract_cohort(
     ``SLURM_PROCID``/``SLURM_NTASKS``. Failures are written to ``report_path`` (default
     ``out_dir/extract_failures[.shard-i-of-n].csv``) and a summary to ``out_dir/extract_summary[...].json``.
     """
-    from wsigraph.utils.jobs import run_per_slide
+    def coords_of(job: SlideJob) -> Path:
+        if job.slide_path is None:
+            raise MissingFileError(f"no slide file found for {job.slide_id!r} (coords {job.coords_path})")
+        if job.coords_path is None:
+            raise MissingFileError(f"no coords file for {job.slide_id!r}")
+        return Path(job.coords_path)
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return run_extraction_job(
+        jobs, out_dir, out_dir, encoder, coords_of, command="extract",
+        extract_kwargs=dict(batch_size=batch_size, num_workers=num_workers, amp=amp, features_dtype=features_dtype,
+                            opener=opener),
+        device=device, shard=shard, on_error=on_error, report_path=report_path, overwrite=overwrite,
+        progress=progress)
+
+
+def run_extraction_job(
+    jobs: Sequence[SlideJob],
+    out_dir: Path,
+    feat_dir: Path,
+    encoder: PatchEncoder,
+    coords_of: Callable[[SlideJob], Path],
+    *,
+    command: str,
+    extract_kwargs: dict[str, Any],
+    device: str | torch.device,
+    shard: str | tuple[int, int] | None,
+    on_error: str,
+    report_path: str | os.PathLike | None,
+    overwrite: bool,
+    progress: bool,
+    tiling: bool = False,
+    summary: dict[str, Any] | None = None,
+):
+    """The cohort job behind ``extract`` and ``preprocess``: ``feat_dir/<slide_id>.h5`` for each slide of this
+    shard, through :func:`~wsigraph.utils.jobs.run_per_slide`; returns the ``JobReport``.
+
+    Args:
+        coords_of: ``coords_of(job) -> Path``, the slide's coords file (with ``tiling``, it makes it); what
+            it raises is that slide's failure.
+        command: names the progress bar, the report's stage and ``out_dir/<command>_failures[.shard].csv``
+            (default report) and ``out_dir/<command>_summary[.shard].json``.
+        extract_kwargs: the options of :func:`~wsigraph.features.extract.extract_features` besides the paths,
+            the encoder, the device, ``slide_mpp`` (``SlideJob.mpp``) and ``progress``.
+        tiling: ``coords_of`` tiles the slide (``preprocess``): failures name their stage (``tissue/tiling``
+            is ``coords_of``'s to say, ``extraction`` this function's) and each slide's result records its
+            coords file and tiling time.
+        summary: more entries of the JSON summary.
+    """
+    from wsigraph.utils.jobs import run_per_slide
+
+    out_dir, feat_dir = Path(out_dir), Path(feat_dir)
+    for d in (out_dir, feat_dir):
+        d.mkdir(parents=True, exist_ok=True)
     shard_t = parse_shard(shard) if shard is not None else shard_from_env()
     mine = select_shard(list(jobs), shard_t, key=lambda j: j.slide_id)
     dev = resolve_device(device)
     encoder = encoder.to(dev).eval()
     suffix = shard_suffix(shard_t)
     if report_path is None:
-        report_path = out_dir / f"extract_failures{suffix}.csv"
+        report_path = out_dir / f"{command}_failures{suffix}.csv"
     if shard_t is not None:
         log.info("shard %d/%d: %d of %d slides", shard_t[0], shard_t[1], len(mine), len(jobs))
 
     def is_done(slide_id: str, job: SlideJob) -> bool:
-        return not overwrite and feature_file_status(out_dir / f"{slide_id}.h5", encoder.name) == "done"
+        return not overwrite and feature_file_status(feat_dir / f"{slide_id}.h5", encoder.name) == "done"
 
     def run_one(slide_id: str, job: SlideJob) -> dict[str, Any]:
-        out = out_dir / f"{slide_id}.h5"
+        out = feat_dir / f"{slide_id}.h5"
         if not overwrite and feature_file_status(out, encoder.name) == "other":
             raise InputError(f"{out}: holds features of another encoder; use another output folder, "
                              "delete the file, or pass overwrite (--overwrite)")
-        if job.slide_path is None:
-            raise MissingFileError(f"no slide file found for {slide_id!r} (coords {job.coords_path})")
-        if job.coords_path is None:
-            raise MissingFileError(f"no coords file for {slide_id!r}")
-        res = extract_features(job.slide_path, job.coords_path, out, encoder, batch_size=batch_size,
-                               num_workers=num_workers, device=dev, amp=amp, features_dtype=features_dtype,
-                               slide_mpp=job.mpp, progress=progress, opener=opener)
-        return res.as_dict()
+        t0 = time.perf_counter()
+        coords_path = coords_of(job)
+        t1 = time.perf_counter()
+        try:
+            res = extract_features(job.slide_path, coords_path, out, encoder, device=dev, slide_mpp=job.mpp,
+                                   progress=progress, **extract_kwargs)
+        except WsigraphError as e:
+            if not tiling:
+                raise
+            raise type(e)(f"extraction: {e}") from e
+        result = res.as_dict()
+        if tiling:
+            result.update(coords=str(coords_path), tiling_seconds=round(t1 - t0, 3),
+                          seconds=round(time.perf_counter() - t0, 3))
+        return result
 
     t0 = time.perf_counter()
     report = run_per_slide([(j.slide_id, j) for j in mine], run_one, on_error=on_error, is_done=is_done,
-                           desc=f"extract{suffix}", report_path=report_path, stage="extract", progress=progress)
-    write_job_summary(out_dir / f"extract_summary{suffix}.json", report, time.perf_counter() - t0,
+                           desc=f"{command}{suffix}", report_path=report_path, stage=command, progress=progress)
+    write_job_summary(out_dir / f"{command}_summary{suffix}.json", report, time.perf_counter() - t0,
                       extra={"encoder": encoder.name, "encoder_weights": encoder.weights_label,
-                             "device": str(dev), "shard": list(shard_t) if shard_t else None,
+                             "device": str(dev), **(summary or {}), "shard": list(shard_t) if shard_t else None,
                              "report": str(report_path) if report.failed else None})
     return report
 

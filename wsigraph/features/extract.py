@@ -172,11 +172,13 @@ def _clean_worker_error(e: BaseException) -> BaseException:
         return e
 
 
-def read_coords(coords_path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any], int]:
-    """``(coords (N, 2) int64, attrs, patch_size_level0)`` of a coords (or feature) file of any supported layout."""
-    from wsigraph.data.features import read_features
+def _read_coords_file(coords_path: Path) -> tuple[np.ndarray, dict[str, Any], int]:
+    """``(coords (N, 2) int64, attrs, patch_size_level0)`` of a coords (or feature) file of any supported
+    layout, read without embeddings; an empty slide, duplicate coordinates or a step under 1 px are errors."""
+    from wsigraph.data.features import read_coords, validate_bag
 
-    bag = read_features(coords_path, require_features=False)
+    bag = read_coords(coords_path)
+    validate_bag(bag, where=str(coords_path))
     step = int(round(bag.patch_size_level0))
     if step < 1:
         raise InputError(f"{coords_path}: patch_size_level0 must be a positive number of pixels, got {step}")
@@ -230,7 +232,7 @@ def extract_features(
         raise InputError(f"features_dtype must be one of {FEATURE_DTYPES}, got {features_dtype!r}")
     if not slide_path.exists():
         raise MissingFileError(f"{slide_path}: slide file does not exist")
-    coords, attrs, step = read_coords(coords_h5)
+    coords, attrs, step = _read_coords_file(coords_h5)
     dev = resolve_device(device)
     amp_dtype = resolve_amp(amp, dev, encoder)
     opener = opener or _default_opener

@@ -16,25 +16,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from wsigraph.errors import InputError, MissingFileError, WsigraphError
+from wsigraph.features.cohort import SlideJob, encoder_folder_name, run_extraction_job
 from wsigraph.features.encoders import PatchEncoder
-from wsigraph.features.cohort import (
-    SlideJob,
-    encoder_folder_name,
-    feature_file_status,
-    parse_shard,
-    select_shard,
-    shard_from_env,
-    shard_suffix,
-    write_job_summary,
-)
-from wsigraph.features.extract import extract_features, resolve_device
 
 log = logging.getLogger("wsigraph")
 
@@ -158,61 +147,33 @@ def preprocess_cohort(
     others go on (``on_error="skip"``).
     """
     from wsigraph.data.features import is_complete_feature_file
-    from wsigraph.utils.jobs import run_per_slide
 
     out_dir = Path(out_dir)
     coords_dir, mask_dir = out_dir / "coords", out_dir / "masks"
-    feat_dir = out_dir / f"features_{encoder_folder_name(encoder.name)}"
-    for d in (coords_dir, feat_dir) + ((mask_dir,) if save_masks else ()):
+    for d in (coords_dir,) + ((mask_dir,) if save_masks else ()):
         d.mkdir(parents=True, exist_ok=True)
-    shard_t = parse_shard(shard) if shard is not None else shard_from_env()
-    mine = select_shard(list(slides), shard_t, key=lambda j: j.slide_id)
-    dev = resolve_device(device)
-    encoder = encoder.to(dev).eval()
-    suffix = shard_suffix(shard_t)
-    if report_path is None:
-        report_path = out_dir / f"preprocess_failures{suffix}.csv"
-    opener: Callable[..., Any] = functools.partial(open_slide_with, default_mpp=default_mpp)
 
-    def is_done(slide_id: str, job: SlideJob) -> bool:
-        return not overwrite and feature_file_status(feat_dir / f"{slide_id}.h5", encoder.name) == "done"
-
-    def run_one(slide_id: str, job: SlideJob) -> dict[str, Any]:
+    def coords_of(job: SlideJob) -> Path:
         if job.slide_path is None or not Path(job.slide_path).exists():
             raise MissingFileError(f"{job.slide_path}: slide file does not exist")
-        coords_path = coords_dir / f"{slide_id}.h5"
-        t0 = time.perf_counter()
+        coords_path = coords_dir / f"{job.slide_id}.h5"
         if overwrite or not is_complete_feature_file(coords_path, require_features=False):
             try:
                 make_coords(Path(job.slide_path), coords_path, mpp=job.mpp, default_mpp=default_mpp,
                             target_mpp=target_mpp, patch_size=patch_size, min_tissue=min_tissue,
                             segment_kwargs=segment_kwargs,
-                            mask_png=mask_dir / f"{slide_id}.png" if save_masks else None)
+                            mask_png=mask_dir / f"{job.slide_id}.png" if save_masks else None)
             except WsigraphError as e:
                 raise type(e)(f"tissue/tiling: {e}") from e
-        t1 = time.perf_counter()
-        out = feat_dir / f"{slide_id}.h5"
-        if not overwrite and feature_file_status(out, encoder.name) == "other":
-            raise InputError(f"{out}: holds features of another encoder; use another output folder, "
-                             "delete the file, or pass overwrite (--overwrite)")
-        try:
-            res = extract_features(job.slide_path, coords_path, out, encoder, batch_size=batch_size,
-                                   num_workers=num_workers, device=dev, amp=amp, features_dtype=features_dtype,
-                                   slide_mpp=job.mpp, progress=progress, opener=opener)
-        except WsigraphError as e:
-            raise type(e)(f"extraction: {e}") from e
-        d = res.as_dict()
-        d.update(coords=str(coords_path), tiling_seconds=round(t1 - t0, 3), seconds=round(time.perf_counter() - t0, 3))
-        return d
+        return coords_path
 
-    t0 = time.perf_counter()
-    report = run_per_slide([(j.slide_id, j) for j in mine], run_one, on_error=on_error, is_done=is_done,
-                           desc=f"preprocess{suffix}", report_path=report_path, stage="preprocess",
-                           progress=progress)
-    write_job_summary(out_dir / f"preprocess_summary{suffix}.json", report, time.perf_counter() - t0,
-                      extra={"encoder": encoder.name, "encoder_weights": encoder.weights_label,
-                             "features": str(feat_dir), "coords": str(coords_dir), "device": str(dev),
-                             "target_mpp": target_mpp, "patch_size": patch_size, "min_tissue": min_tissue,
-                             "shard": list(shard_t) if shard_t else None,
-                             "report": str(report_path) if report.failed else None})
-    return report
+    feat_dir = out_dir / f"features_{encoder_folder_name(encoder.name)}"
+    opener = functools.partial(open_slide_with, default_mpp=default_mpp)
+    return run_extraction_job(
+        slides, out_dir, feat_dir, encoder, coords_of, command="preprocess", tiling=True,
+        extract_kwargs=dict(batch_size=batch_size, num_workers=num_workers, amp=amp, features_dtype=features_dtype,
+                            opener=opener),
+        device=device, shard=shard, on_error=on_error, report_path=report_path, overwrite=overwrite,
+        progress=progress,
+        summary={"features": str(feat_dir), "coords": str(coords_dir), "target_mpp": target_mpp,
+                 "patch_size": patch_size, "min_tissue": min_tissue})

@@ -17,10 +17,13 @@ thumbnail size. The mask is computed at ``mask_mpp`` µm/px (default 8, about 1.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -197,13 +200,12 @@ def segment_tissue(
             counterstains can be as blue as a pen).
         thumbnail: a precomputed whole-slide RGB image to segment instead of reading one (any size;
             its resolution is derived from the slide size and mpp).
+
+    This signature is where the segmentation options and their defaults are declared;
+    :func:`tissue_mask_from_rgb` takes the same options.
     """
-    if mode not in MODES:
-        raise InputError(f"tissue mode must be one of {MODES}, got {mode!r}")
-    if method not in METHODS:
-        raise InputError(f"tissue method must be one of {METHODS}, got {method!r}")
-    if method == "threshold" and threshold is None:
-        raise InputError("tissue method 'threshold' needs a threshold value (0-255)")
+    arguments = dict(locals())  # the first statement: exactly the arguments
+    options = _segmentation_options({k: v for k, v in arguments.items() if k not in _NOT_SEGMENTATION_OPTIONS})
     W, H = slide.dimensions
     level0_mpp = slide.mpp  # raises InputError naming the file when unknown
     if thumbnail is None:
@@ -211,36 +213,49 @@ def segment_tissue(
     rgb = np.asarray(thumbnail.convert("RGB"))
     h, w = rgb.shape[:2]
     px_mpp = level0_mpp * (W / w + H / h) / 2
-    params = dict(mode=mode, method=method, threshold=threshold, min_saturation=min_saturation, mask_mpp=px_mpp,
-                  median_um=median_um, close_um=close_um, min_object_um2=min_object_um2,
-                  max_hole_um2=max_hole_um2, exclude_background=exclude_background, white_level=white_level,
-                  black_level=black_level, exclude_pen=exclude_pen)
-    mask, used_mode, thr = tissue_mask_from_rgb(rgb, px_mpp, **{k: v for k, v in params.items() if k != "mask_mpp"})
-    params["mode_used"] = used_mode
+    mask, used_mode, thr = tissue_mask_from_rgb(rgb, px_mpp, **options)
+    params = {**options, "mask_mpp": px_mpp, "mode_used": used_mode}
     return TissueMask(mask=mask, level0_size=(int(W), int(H)), mpp=px_mpp, mode=used_mode, threshold=thr,
                       params=params, source=str(getattr(slide, "path", "slide")))
 
 
-def tissue_mask_from_rgb(
-    rgb: np.ndarray,
-    mpp: float,
-    *,
-    mode: str = "auto",
-    method: str = "otsu",
-    threshold: float | None = None,
-    min_saturation: float = 15.0,
-    median_um: float = 24.0,
-    close_um: float = 48.0,
-    min_object_um2: float = 10_000.0,
-    max_hole_um2: float = 20_000.0,
-    exclude_background: bool = True,
-    white_level: int = 230,
-    black_level: int = 40,
-    exclude_pen: bool = False,
-) -> tuple[np.ndarray, str, float]:
-    """Tissue mask of an RGB image (h, w, 3) uint8 at ``mpp`` µm/px. Returns (mask, mode used, threshold)."""
+#: Arguments of :func:`segment_tissue` that are not segmentation options (those of :func:`tissue_mask_from_rgb`).
+_NOT_SEGMENTATION_OPTIONS = ("slide", "mask_mpp", "max_size", "thumbnail")
+
+
+@functools.cache
+def _segmentation_defaults() -> dict[str, Any]:
+    """The segmentation options and their defaults, read from :func:`segment_tissue`'s signature."""
+    return {k: p.default for k, p in inspect.signature(segment_tissue).parameters.items()
+            if k not in _NOT_SEGMENTATION_OPTIONS}
+
+
+def _segmentation_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` completed with the defaults and checked (names, ``mode``, ``method``, threshold)."""
+    defaults = _segmentation_defaults()
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise InputError(f"unknown tissue segmentation option(s) {unknown}; valid options: {sorted(defaults)}")
+    opts = {**defaults, **options}
+    if opts["mode"] not in MODES:
+        raise InputError(f"tissue mode must be one of {MODES}, got {opts['mode']!r}")
+    if opts["method"] not in METHODS:
+        raise InputError(f"tissue method must be one of {METHODS}, got {opts['method']!r}")
+    if opts["method"] == "threshold" and opts["threshold"] is None:
+        raise InputError("tissue method 'threshold' needs a threshold value (0-255)")
+    return opts
+
+
+def tissue_mask_from_rgb(rgb: np.ndarray, mpp: float, **options: Any) -> tuple[np.ndarray, str, float]:
+    """Tissue mask of an RGB image (h, w, 3) uint8 at ``mpp`` µm/px. Returns (mask, mode used, threshold).
+
+    ``options``: the segmentation options of :func:`segment_tissue` (``mode``, ``method``, ``threshold``,
+    ``min_saturation``, ``median_um``, ``close_um``, ``min_object_um2``, ``max_hole_um2``,
+    ``exclude_background``, ``white_level``, ``black_level``, ``exclude_pen``), with the same defaults.
+    """
     from scipy import ndimage as ndi
 
+    o = SimpleNamespace(**_segmentation_options(options))
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise InputError(f"expected an (h, w, 3) RGB image, got shape {rgb.shape}")
@@ -249,18 +264,19 @@ def tissue_mask_from_rgb(
     rgb = rgb.astype(np.uint8, copy=False)
     maxc = rgb.max(axis=2)
     minc = rgb.min(axis=2)
+    mode = o.mode
     if mode == "auto":
         mode = "fluorescence" if float(np.median(maxc)) < DARK_BACKGROUND_LEVEL else "brightfield"
-    k = _odd(median_um / mpp)
+    k = _odd(o.median_um / mpp)
 
     if mode == "brightfield":
         sat = ((maxc.astype(np.int32) - minc) * 255 // np.maximum(maxc, 1)).astype(np.uint8)
         sat[maxc == 0] = 0
-        thr = float(threshold) if method == "threshold" else max(otsu_threshold(sat), float(min_saturation))
+        thr = float(o.threshold) if o.method == "threshold" else max(otsu_threshold(sat), float(o.min_saturation))
         mask = median_threshold(sat, thr, k)
-        if exclude_background:
-            mask &= ~((minc >= white_level) | (maxc < black_level))
-        if exclude_pen:
+        if o.exclude_background:
+            mask &= ~((minc >= o.white_level) | (maxc < o.black_level))
+        if o.exclude_pen:
             pen = pen_mask(rgb, sat)
             if pen.any():
                 pen = ndi.binary_dilation(pen, iterations=max(1, round(16.0 / mpp)))
@@ -272,18 +288,18 @@ def tissue_mask_from_rgb(
         # and sparse-cell tissue would fall to the background side.
         sigma = max(15.0 / mpp, 0.5)
         signal = ndi.gaussian_filter(maxc.astype(np.float32), sigma=sigma)
-        if method == "threshold":
-            thr = float(threshold)
+        if o.method == "threshold":
+            thr = float(o.threshold)
         else:
             log_scale = 255.0 / np.log(256.0)
             log_signal = np.clip(np.log1p(np.clip(signal, 0, 255)) * log_scale, 0, 255).astype(np.uint8)
             thr = max(float(np.expm1(otsu_threshold(log_signal) / log_scale)), 2.0)
         mask = signal > thr
 
-    mask = close_mask(mask, close_um / 2 / mpp)
+    mask = close_mask(mask, o.close_um / 2 / mpp)
     px_area = mpp * mpp
-    mask = remove_small_objects(mask, min_object_um2 / px_area)
-    mask = fill_small_holes(mask, max_hole_um2 / px_area)
+    mask = remove_small_objects(mask, o.min_object_um2 / px_area)
+    mask = fill_small_holes(mask, o.max_hole_um2 / px_area)
     return mask, mode, thr
 
 

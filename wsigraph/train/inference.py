@@ -3,13 +3,15 @@
 * :func:`evaluate`: a checkpoint on a labeled cohort -> ``metrics.json`` (with bootstrap 95% CIs) and
   ``predictions.csv`` (``slide_id,label,pred,prob_<class>...``).
 * :func:`predict`: a checkpoint on feature files (no labels needed) -> ``predictions.csv`` and, for models
-  with per-patch scores, ``scores/<slide_id>.h5``::
+  with per-patch scores, ``scores/<slide_id>.h5`` in the scores-file format of :mod:`wsigraph.viz.scores`
+  (written and read there)::
 
       coords  (N, 2) int64    level-0 pixels, top-left (as in the feature file)
       scores  (N,)   float32  the model's per-patch score (attention, instance logit, ...)
-      attrs   patch_size_level0, slide_id, model, classes, probs (C,), pred
+      attrs   patch_size_level0, slide_id, score_name ("<model> patch score"), and the slide's prediction:
+              model, classes, probs (C,), pred
 
-  written atomically; ``wsigraph heatmap`` reads this format. A rerun skips slides whose scores file
+  ``wsigraph heatmap`` draws it. A rerun skips slides whose scores file
   exists (resume); ``on_error="skip"`` goes on past bad slides and writes ``predict_errors.csv``.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from wsigraph.errors import ConfigError, InputError, MissingFileError
+from wsigraph.errors import ConfigError, InputError, MissingFileError, WsigraphError
 
 log = logging.getLogger("wsigraph")
 
@@ -270,72 +272,43 @@ def _feature_files(features: str | os.PathLike | Sequence[str | os.PathLike]) ->
     return out
 
 
-def read_coords(path: Path) -> tuple[np.ndarray, float]:
-    """(coords (N, 2) int64 level-0 px, patch_size_level0) of a feature file, without its embeddings, via
-    the feature reader (so CLAM/TRIDENT/STAMP conventions give the same coordinates as training)."""
-    from wsigraph.data.features import read_coords as read_coords_only
+def _scores_file_probs(path: Path, classes: Sequence[str]) -> np.ndarray | None:
+    """The class probabilities a finished ``predict`` stored in a scores file (None: absent, unreadable or
+    written for other classes), so that a rerun can skip the slide."""
+    from wsigraph.viz.scores import load_scores
 
-    bag = read_coords_only(path)
-    return bag.coords, float(bag.patch_size_level0)
-
-
-def write_scores(path: Path, coords: np.ndarray, scores: np.ndarray, *, slide_id: str, model: str,
-                 patch_size_level0: float, classes: Sequence[str], probs: np.ndarray) -> Path:
-    """Write a per-patch scores file (see the module docstring) atomically."""
-    import h5py
-
-    from wsigraph.utils.atomic import atomic_path
-
-    coords = np.asarray(coords, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-    if scores.shape[0] != coords.shape[0]:
-        raise InputError(f"slide {slide_id!r}: the model returned {scores.shape[0]} patch scores for "
-                         f"{coords.shape[0]} patches")
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("coords", data=coords)
-            f.create_dataset("scores", data=scores)
-            f.attrs["patch_size_level0"] = float(patch_size_level0)
-            f.attrs["slide_id"] = str(slide_id)
-            f.attrs["model"] = str(model)
-            f.attrs["classes"] = [str(c) for c in classes]
-            f.attrs["probs"] = np.asarray(probs, dtype=np.float64)
-            f.attrs["pred"] = str(classes[int(np.argmax(probs))])
-    return path
-
-
-def _probs_from_scores_file(path: Path, classes: Sequence[str]) -> np.ndarray | None:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            if "scores" not in f or "probs" not in f.attrs:
-                return None
-            stored = [c.decode() if isinstance(c, bytes) else str(c) for c in f.attrs.get("classes", [])]
-            if stored != list(classes):
-                return None
-            return np.asarray(f.attrs["probs"], dtype=np.float64)
-    except OSError:
+    if not path.exists():
         return None
+    try:
+        attrs = load_scores(path).attrs
+    except WsigraphError:
+        return None
+    if "probs" not in attrs or [str(c) for c in attrs.get("classes") or []] != list(classes):
+        return None
+    return np.asarray(attrs["probs"], dtype=np.float64)
 
 
 def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequence[str | os.PathLike],
             out_dir: str | os.PathLike, *, device: str = "auto", precision: str = "auto",
-            cache_dir: str | os.PathLike | None = None, on_error: str = "raise", progress: bool = True) -> Path:
+            cache_dir: str | os.PathLike | None = None, on_error: str = "raise", progress: bool = True) -> Any:
     """Class probabilities and per-patch scores for slides without labels.
 
     Args:
         checkpoint: a wsigraph checkpoint.
         features: a folder of feature files, one file, or a list of files/folders.
-        out_dir: gets ``predictions.csv`` (``slide_id,pred,prob_<class>...``) and ``scores/<slide_id>.h5``.
+        out_dir: gets ``predictions.csv`` (``slide_id,pred,prob_<class>...``; every slide done now or on an
+            earlier run) and ``scores/<slide_id>.h5``.
         on_error: ``"raise"`` or ``"skip"`` (failed slides listed in ``predict_errors.csv``).
 
     Returns:
-        the path of ``predictions.csv``.
+        the :class:`~wsigraph.utils.jobs.JobReport`; ``results[slide_id]`` holds the probabilities (C,) of
+        the slides predicted in this run.
     """
+    from wsigraph.data.features import read_coords
     from wsigraph.graph import GraphConfig
     from wsigraph.train.checkpoint import load_checkpoint
     from wsigraph.utils.jobs import run_per_slide
+    from wsigraph.viz.scores import write_scores
 
     ckpt = load_checkpoint(checkpoint)
     files = _feature_files(features)
@@ -355,34 +328,32 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
         loader = make_loader(ds, num_workers=0)
         _, _, probs, scores = next(iter_predictions(model, loader, [sid], dev, precision))
         if scores is not None:
-            coords, step = read_coords(path)
-            write_scores(scores_dir / f"{sid}.h5", coords, scores, slide_id=sid, model=ckpt.model_name,
-                         patch_size_level0=step, classes=classes, probs=probs)
+            bag = read_coords(path)  # the feature reader's coords: CLAM/TRIDENT/STAMP conventions as in training
+            prediction = {"model": ckpt.model_name, "classes": list(classes),
+                          "probs": np.asarray(probs, dtype=np.float64), "pred": classes[int(np.argmax(probs))]}
+            write_scores(scores_dir / f"{sid}.h5", scores, bag.coords, patch_size_level0=bag.patch_size_level0,
+                         slide_id=sid, score_name=f"{ckpt.model_name} patch score", attrs=prediction)
         return probs
 
+    stored: dict[str, np.ndarray] = {}  # probabilities of the slides finished by an earlier run
+
     def is_done(sid: str, path: Path) -> bool:
-        return (scores_dir / f"{sid}.h5").exists() and _probs_from_scores_file(scores_dir / f"{sid}.h5",
-                                                                                classes) is not None
+        p = _scores_file_probs(scores_dir / f"{sid}.h5", classes)
+        if p is not None:
+            stored[sid] = p
+        return p is not None
 
     report = run_per_slide(list(files.items()), run_one, on_error=on_error, is_done=is_done, desc="predict",
                            report_path=out / "predict_errors.csv", stage="predict", progress=progress)
     if report.done and not any((scores_dir / f"{s}.h5").exists() for s in report.done):
         log.warning("model %r gives no per-patch scores: no scores/*.h5 written", ckpt.model_name)
-    ids, probs = [], []
-    for sid in files:
-        if sid in report.results:
-            p = report.results[sid]
-        elif sid in report.resumed:
-            p = _probs_from_scores_file(scores_dir / f"{sid}.h5", classes)
-        else:
-            continue
-        ids.append(sid)
-        probs.append(p)
-    df = predictions_frame(ids, None, np.stack(probs) if probs else np.zeros((0, len(classes))), classes)
-    path = write_csv(df, out / "predictions.csv")
+    found = {**stored, **report.results}
+    ids = [sid for sid in files if sid in found]
+    probs = np.stack([found[sid] for sid in ids]) if ids else np.zeros((0, len(classes)))
+    path = write_csv(predictions_frame(ids, None, probs, classes), out / "predictions.csv")
     log.info("predict: %s; predictions in %s", report.summary(), path)
-    return path
+    return report
 
 
 __all__ = ["evaluate", "predict", "iter_predictions", "check_feature_dims", "feature_dim", "resolve_device",
-           "predictions_frame", "write_scores", "read_coords"]
+           "predictions_frame"]

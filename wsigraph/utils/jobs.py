@@ -22,12 +22,16 @@ ON_ERROR_CHOICES = ("raise", "skip")
 
 @dataclass
 class JobReport:
-    """Outcome of a cohort job: which slides ran, were skipped as already done, or failed (with why)."""
+    """Outcome of a cohort job: which slides ran, were skipped as already done, or failed (with why).
+
+    ``report_path`` is where :meth:`write` last wrote the failure report (None: not written).
+    """
 
     done: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    report_path: Path | None = None
 
     def summary(self) -> str:
         return (f"{len(self.done)} done, {len(self.resumed)} already complete (skipped), "
@@ -43,7 +47,8 @@ class JobReport:
                           columns=["slide_id", "stage", "error"])
         with atomic_path(path) as tmp:
             df.to_csv(tmp, index=False)
-        return Path(path)
+        self.report_path = Path(path)
+        return self.report_path
 
 
 def run_per_slide(

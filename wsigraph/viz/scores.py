@@ -1,11 +1,14 @@
-"""Per-patch score files for ``wsigraph heatmap``.
+"""Per-patch score files: the one writer (:func:`write_scores`) and reader (:func:`load_scores`).
 
 Accepted (one slide per file; row ``i`` scores patch ``i`` of the slide's feature/coords file unless the
 file carries its own coordinates):
 
-* ``.h5`` (preferred; what training writes as ``<slide_id>.scores.h5``): dataset ``scores`` (or
-  ``patch_scores``/``attention``/``A``) of shape (N,) or (N, C), optional ``coords`` (N, 2) int64 level-0
-  px, optional attributes ``patch_size_level0``, ``score_name``, ``class_names``.
+* ``.h5`` (preferred; what :func:`write_scores` writes, e.g. ``wsigraph predict``'s ``scores/<slide_id>.h5``):
+  dataset ``scores`` (or ``patch_scores``/``attention``/``A``) of shape (N,) or (N, C), optional ``coords``
+  (N, 2) int64 level-0 px; optional attributes ``patch_size_level0``, ``slide_id``, ``score_name`` (what the
+  scores are: the heatmap's colour-bar label and the GeoJSON measurement), ``class_names`` (the C columns of
+  (N, C) scores) and any others (``predict`` adds the slide's prediction: ``model``, ``classes``, ``probs``,
+  ``pred``).
 * ``.npy``: (N,) or (N, C) array.
 * ``.csv``: a score column (``score`` by default) and optionally ``x``, ``y`` coordinates.
 * ``.pt``: a tensor (N,) or (N, C), or a dict with ``scores`` (and ``coords``), loaded with
@@ -18,7 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -157,22 +160,37 @@ def _column_index(column: str | int, n: int, class_names: list[str] | None, path
 
 def write_scores(path: str | os.PathLike, scores: np.ndarray, coords: np.ndarray | None = None, *,
                  patch_size_level0: float | None = None, score_name: str = "score",
-                 class_names: list[str] | None = None) -> Path:
-    """Write the preferred score file (``.h5``: ``scores`` + optional ``coords`` and attributes), atomically."""
+                 class_names: Sequence[str] | None = None, slide_id: str | None = None,
+                 attrs: Mapping[str, Any] | None = None) -> Path:
+    """Write a ``.h5`` scores file (see the module docstring), atomically.
+
+    Args:
+        scores: (N,) or (N, C) per-patch scores, stored as float32.
+        coords: (N, 2) level-0 px, top-left, of the same patches (None: the feature file's, row by row).
+        attrs: more attributes, stored as they are (numbers, strings, flat lists of them).
+    """
     import h5py
 
     from wsigraph.utils.atomic import atomic_path
 
     path = Path(path)
     scores = np.asarray(scores, dtype=np.float32)
+    if coords is not None:
+        coords = np.asarray(coords, dtype=np.int64)
+        if scores.shape[:1] != coords.shape[:1]:
+            raise InputError(f"{path}: {scores.shape[0]} scores for {coords.shape[0]} patches (coords rows)")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("scores", data=scores)
             if coords is not None:
-                f.create_dataset("coords", data=np.asarray(coords, dtype=np.int64))
+                f.create_dataset("coords", data=coords)
             if patch_size_level0 is not None:
                 f.attrs["patch_size_level0"] = float(patch_size_level0)
+            if slide_id is not None:
+                f.attrs["slide_id"] = str(slide_id)
             f.attrs["score_name"] = score_name
             if class_names:
                 f.attrs["class_names"] = [str(c) for c in class_names]
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v
     return path
