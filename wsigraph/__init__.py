@@ -37,7 +37,7 @@ for _module, _names in {
     "wsigraph.features": "build_encoder PatchEncoder ENCODERS register_encoder extract_features extract_cohort "
                          "preprocess_cohort",
     "wsigraph.viz": "render_heatmap write_geojson topk_gallery render_synthetic_slide load_scores",
-    "wsigraph.bench": "BenchConfig run_benchmark",
+    "wsigraph.bench": "BenchConfig load_bench_config run_benchmark",
     "wsigraph.demo": "run_demo DemoSettings",
 }.items():
     for _name in _names.split():

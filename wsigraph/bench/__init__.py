@@ -1,0 +1,17 @@
+"""Accuracy benchmark: every model on every cohort over several seeds, on identical splits, resumable.
+
+    from wsigraph.bench import load_bench_config, run_benchmark
+    cfg = load_bench_config("benchmarks/configs/default.yaml", ["seeds=[0,1]"])
+    runs = run_benchmark(cfg)          # DataFrame: one row per cohort x model x seed x fold
+
+writes ``runs.csv``, ``table.md`` (mean ± std, best in bold), ``wilcoxon.csv`` (reference model vs each
+other model, paired over seed x fold), ``localization.csv`` and ``boxplot_<metric>.png`` into
+``cfg.output_dir``. ``wsigraph bench --config bench.yaml`` is the command-line form.
+"""
+from wsigraph.bench.config import BenchConfig, CohortSpec, ModelSpec, load_bench_config
+from wsigraph.bench.harness import run_benchmark
+from wsigraph.bench.report import write_reports
+from wsigraph.bench.stats import paired_wilcoxon, wilcoxon_table
+
+__all__ = ["BenchConfig", "CohortSpec", "ModelSpec", "load_bench_config", "run_benchmark", "write_reports",
+           "paired_wilcoxon", "wilcoxon_table"]
