@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -61,28 +61,12 @@ def available_cpus() -> int:
 
 def auto_num_workers(device: str | torch.device = "auto") -> int:
     """Reader processes worth starting: on a GPU, all cores but one (at most 8); on the CPU, where the
-    encoder itself needs the cores, about one per 8 cores (reading a patch costs ~1/10 of embedding it)."""
+    encoder itself needs the cores, one per 8 cores and at least one (reading a patch costs a few % of
+    embedding it, and one reader overlaps it with the encoder)."""
     cpus = available_cpus()
     if resolve_device(device).type == "cuda":
         return max(1, min(8, cpus - 1))
-    return min(4, cpus // 8)
-
-
-@contextmanager
-def cpu_threads_beside_workers(device: torch.device, num_workers: int):
-    """On the CPU, leave one core per reader process: torch's OpenMP threads spin-wait, and sharing their
-    cores with workers slows the encoder far more than the cores lost (2x measured on 2 cores)."""
-    if device.type != "cpu" or num_workers <= 0:
-        yield
-        return
-    before = torch.get_num_threads()
-    want = max(1, available_cpus() - num_workers)
-    if want < before:
-        torch.set_num_threads(want)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return min(4, max(1, cpus // 8))
 
 
 def resolve_amp(amp: str, device: torch.device, encoder: PatchEncoder | None = None) -> torch.dtype | None:
@@ -256,8 +240,10 @@ def extract_features(
     bar = tqdm(total=len(dataset), desc=slide_path.stem, unit="patch", leave=False, disable=not progress,
                dynamic_ncols=True, position=1)
     try:
-        with cpu_threads_beside_workers(dev, num_workers):
-            features = embed_batches(encoder, loader, len(dataset), dev, amp_dtype, out_dtype, progress=bar)
+        # reader workers keep the encoder's torch threads: reading costs ~3% of embedding here, and
+        # halving the threads for them measured 63% of the encoder-alone rate on a quiet 2-core CPU (100%+
+        # without; benchmarks/RESULTS.md)
+        features = embed_batches(encoder, loader, len(dataset), dev, amp_dtype, out_dtype, progress=bar)
     except WsigraphError as e:
         raise _clean_worker_error(e) from None
     except RuntimeError as e:
