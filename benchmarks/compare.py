@@ -44,6 +44,7 @@ def results_markdown(cfg, out: Path, command: str) -> str:
     models = [f"`{m.label}`" + (f" ({m.name}: " + ", ".join(f"{k}={v}" for k, v in m.params.items()) + ")"
                                 if m.params else "") for m in cfg.models]
     wall = info.get("wall_seconds_last_training")
+    shown_out = os.path.relpath(out, REPO) if Path(out).resolve().is_relative_to(Path(REPO).resolve()) else out
     lines = [
         "## Accuracy",
         "",
@@ -76,7 +77,7 @@ def results_markdown(cfg, out: Path, command: str) -> str:
         "",
         "Box plots (`boxplot_<metric>.png`), every run (`runs.csv`), per-slide localisation "
         "(`localization.csv`) and the tests (`wilcoxon.csv`) are in the output folder "
-        f"(`{os.path.relpath(out, REPO) if _inside(out, REPO) else out}`).{_pairs_note(out)}",
+        f"(`{shown_out}`).{_pairs_note(out)}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -97,14 +98,6 @@ def _pairs_note(out: Path) -> str:
     floor = 2.0 / 2 ** n
     return (f" With {n} pairs (seed x fold) the two-sided Wilcoxon test cannot give p below {floor:.3g}"
             + ("; the p-values show direction and consistency, not significance at 0.05." if floor > 0.05 else "."))
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def update_results(path: Path, body: str) -> None:

@@ -183,7 +183,7 @@ def prepare_synthetic(spec: CohortSpec, mover: _Superseded | None = None) -> Non
         diffs = [f"{k}: {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v]
         if not diffs:
             return
-        if mover is not None and _inside(root, mover.out):
+        if mover is not None and Path(root).resolve().is_relative_to(Path(mover.out).resolve()):
             mover.move(root)
         else:
             raise InputError(f"cohort {spec.name!r}: {root} holds a synthetic cohort generated with other parameters "
@@ -195,14 +195,6 @@ def prepare_synthetic(spec: CohortSpec, mover: _Superseded | None = None) -> Non
     make_synthetic_cohort(tmp, **params)
     root.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, root)  # the cohort appears complete or not at all
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def load_cohort(spec: CohortSpec, missing: str, out: Path) -> tuple[Any, str]:
