@@ -5,7 +5,7 @@ between the two rows is the I/O overhead of the pipeline. Patches come from a de
 over a real slide (every patch unique, so the feature file is valid)::
 
     python benchmarks/extract.py                       # CPU, ResNet-50-trunc, workers 0 1 2
-    python benchmarks/extract.py --device cuda --workers 0 4 8 --batch-size 256 --repeat 4
+    python benchmarks/extract.py --device cuda --workers 0 4 8 12 --batch-size 256 --patches 5000 --stride 32
     python benchmarks/extract.py --quick --out extract.md   # 8 patches, one run: a smoke run in seconds
 
 The default slide is ``slides/CMU-1-Small-Region.svs`` of the shared data folder: ``$WSIGRAPH_SHARED_DATA``,

@@ -53,7 +53,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "graph_build": Benchmark("Spatial graph build", HERE / "graph_build.py"),
     "train_step": Benchmark("Training step", HERE / "train_step.py"),
     "extract": Benchmark("Patch feature extraction", HERE / "extract.py",
-                         cuda=["--workers", "0", "4", "8", "--batch-size", "256", "--repeat", "4"]),
+                         cuda=["--workers", "0", "4", "8", "12", "--batch-size", "256", "--patches", "5000",
+                               "--stride", "32"]),
 }
 
 
