@@ -97,7 +97,20 @@ def test_mean_and_max_pooling_of_instance_logits():
         inst = model.instance(data.x)
         out = model(data)
         assert torch.allclose(out.logits, pool(inst), atol=1e-6)
-        assert torch.allclose(out.patch_scores, inst[:, int(out.logits.argmax())], atol=1e-6)
+        # two classes: positive-minus-negative logit, independent of the prediction
+        assert torch.allclose(out.patch_scores, inst[:, 1] - inst[:, 0], atol=1e-6)
+    three = small("mean", num_classes=3).eval()
+    inst = three.instance(data.x)
+    out = three(data)
+    assert torch.allclose(out.patch_scores, inst[:, int(out.logits.argmax())], atol=1e-6)
+
+
+def test_dsmil_binary_scores_follow_the_positive_class():
+    torch.manual_seed(0)
+    data = lattice_slide()
+    model = small("dsmil").eval()
+    _, bag, u = model.streams(data.x)
+    assert torch.allclose(model(data).patch_scores, u[:, 1], atol=1e-6)
 
 
 def test_smooth_top1_svm_matches_its_formula():

@@ -24,7 +24,8 @@ class DSMIL(MILModel):
     ``b_c = sum_i U(i, c) v_i`` with ``v_i = x_i`` (``passing_v=True``: ``ReLU(W_v x_i)``), bag scores by a
     1-D convolution over ``b`` (kernel D, C -> C channels). Loss ``0.5 * CE(c_m) + 0.5 * CE(bag)`` as in the
     paper (cross-entropy for single-label classes where the authors' multi-label code uses BCE).
-    ``forward`` returns the bag-stream logits; ``patch_scores`` = ``U(., predicted class)`` (sums to 1).
+    ``forward`` returns the bag-stream logits; ``patch_scores`` = ``U(., 1)`` for two classes (attention to
+    the positive class's critical instance, whatever the prediction), else ``U(., predicted class)``; sums to 1.
 
     Args:
         in_dim: D.
@@ -65,7 +66,8 @@ class DSMIL(MILModel):
 
     def forward(self, data: Any) -> MILOutput:
         _, bag, u = self.streams(self.features(data))
-        return MILOutput(bag, u[:, int(bag.argmax(-1))].detach())
+        col = 1 if u.shape[1] == 2 else int(bag.argmax(-1))
+        return MILOutput(bag, u[:, col].detach())
 
     def training_loss(self, data: Any, y: Tensor, class_weight: Tensor | None = None
                       ) -> tuple[Tensor, Tensor, dict[str, float]]:

@@ -28,13 +28,17 @@ class _InstancePoolMIL(MILModel):
     def forward(self, data: Any) -> MILOutput:
         scores = self.instance(self.features(data))  # (N, C)
         logits = self.pool(scores)
-        pred = int(logits.argmax(-1))
-        return MILOutput(logits, scores[:, pred].detach())
+        if scores.shape[1] == 2:  # evidence for the positive class, whatever the prediction
+            patch = scores[:, 1] - scores[:, 0]
+        else:
+            patch = scores[:, int(logits.argmax(-1))]
+        return MILOutput(logits, patch.detach())
 
 
 class MeanPoolMIL(_InstancePoolMIL):
     """Bag logits = mean of patch logits (with the linear last layer this equals classifying the mean
-    embedding). ``patch_scores`` = each patch's logit for the predicted class.
+    embedding). ``patch_scores`` = each patch's positive-minus-negative logit for two classes (so a
+    positive slide predicted negative still points at its lesion), else its logit for the predicted class.
 
     Args:
         in_dim: D.
@@ -48,8 +52,8 @@ class MeanPoolMIL(_InstancePoolMIL):
 
 
 class MaxPoolMIL(_InstancePoolMIL):
-    """Bag logit of class c = max over patches of their logit for c. ``patch_scores`` = each patch's logit
-    for the predicted class. Args as :class:`MeanPoolMIL`."""
+    """Bag logit of class c = max over patches of their logit for c. ``patch_scores`` as in
+    :class:`MeanPoolMIL`. Args as :class:`MeanPoolMIL`."""
 
     def pool(self, scores: Tensor) -> Tensor:
         return scores.max(0, keepdim=True).values
