@@ -125,6 +125,16 @@ def test_cv_run_outputs(cv_run, cohort_dir):
     assert load_experiment_config(cv_run / "config.yaml").train.epochs == 3
 
 
+def test_summary_covers_folds_finished_by_earlier_calls(cv_run):
+    before = json.loads((cv_run / "summary.json").read_text())
+    cfg = load_experiment_config(cv_run / "config.yaml")
+    run = train_experiment(cfg, folds=[1])  # finished earlier: loaded, not retrained
+    assert [r["fold"] for r in run["folds"]] == [1]
+    after = json.loads((cv_run / "summary.json").read_text())
+    assert after["n_folds"] == 2 and after["folds"] == [0, 1]
+    assert after["metrics"]["test_auc"] == before["metrics"]["test_auc"]
+
+
 def test_checkpoint_weights_only_and_evaluate_matches_predictions(cv_run, cohort_dir, tmp_path):
     best = cv_run / "fold_0" / "best.ckpt"
     raw = torch.load(best, map_location="cpu", weights_only=True)
@@ -181,6 +191,27 @@ def test_resume_after_kill_continues_exactly(cohort_dir, tmp_path):
                                                 train={"epochs": 4, "lr": 1e-3}))
     with pytest.raises(InputError, match=r"train\.lr"):
         train_experiment(changed)
+
+
+def test_a_folder_moved_with_its_data_resumes(cohort_dir, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(cohort_dir, old / "cohort")
+    manifest = split_manifest(old / "cohort", old / "cohort" / "split.csv")
+    common = dict(train={"epochs": 1})
+    train_experiment(load_experiment_config(experiment(old / "cohort", old / "run", manifest, **common)))
+    new = tmp_path / "new"
+    old.rename(new)
+    moved = load_experiment_config(experiment(new / "cohort", new / "run", new / "cohort" / "split.csv", **common))
+    again = EpochCounter()
+    train_experiment(moved, callbacks=[again])  # same data relative to the run: resumes, nothing retrained
+    assert again.epochs == []
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(new / "cohort", elsewhere)
+    other = load_experiment_config(experiment(elsewhere, new / "run", elsewhere / "split.csv", **common))
+    with pytest.raises(InputError, match=r"data\.manifest"):
+        train_experiment(other)  # other data: refused
 
 
 def test_three_ordinal_classes(tmp_path):

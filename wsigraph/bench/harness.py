@@ -321,17 +321,16 @@ def run_one(exp: Any, folds: Sequence[int], loc_k: Sequence[int] | None, loc_sli
             threads: int | None = None) -> dict[int, bool]:
     """Train (or resume) the given folds of one run, then score its localisation. Returns
     ``{fold: trained now}``. Runs in the main process or in a worker process (arguments are picklable)."""
-    from wsigraph.train.runner import summarize, train_experiment
+    from wsigraph.train.runner import train_experiment
 
     out = Path(exp.output_dir)
     trained: dict[int, bool] = {}
-    results = []
     with torch_threads(threads):
         for k in folds:
             fold_dir = out / f"fold_{k}"
             done = (fold_dir / "results.json").exists()
             t0 = time.perf_counter()
-            results += train_experiment(exp, folds=[k])["folds"]  # one fold per call: its own timing
+            train_experiment(exp, folds=[k])  # one fold per call: its own timing (the summary covers all)
             trained[k] = not done
             if not done:
                 from wsigraph.utils.atomic import atomic_write_json
@@ -339,8 +338,6 @@ def run_one(exp: Any, folds: Sequence[int], loc_k: Sequence[int] | None, loc_sli
                 atomic_write_json(fold_dir / "bench_time.json", {"seconds": time.perf_counter() - t0})
             if loc_k:
                 fold_localization(exp, k, loc_k, loc_slides)
-        if len(results) > 1:
-            summarize(results, out)  # each call above summarised its own fold only
     return trained
 
 

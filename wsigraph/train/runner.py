@@ -43,6 +43,7 @@ SPLITS = ("train", "val", "test")
 RESUME_FREE_KEYS = {"data.num_workers", "data.cache_dir", "train.progress_bar", "train.devices", "train.num_nodes",
                     "train.accelerator", "train.strategy", "train.log_every_n_steps", "train.bootstrap",
                     "output_dir"}
+PATH_KEYS = {"data.manifest", "data.feature_dir", "data.splits_csv"}  # equal when moved with the output folder
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -208,10 +209,20 @@ def _check_resume_config(cfg: ExperimentConfig, out: Path) -> None:
         raise InputError(f"{path}: the output folder holds a run whose config cannot be read ({e}); "
                          "use another output_dir") from e
     new = dump_config(cfg)
-    diffs = [f"{k}: {a!r} -> {b!r}" for k, a, b in _diff(old, new) if k not in RESUME_FREE_KEYS]
+    diffs = [f"{k}: {a!r} -> {b!r}" for k, a, b in _diff(old, new) if k not in RESUME_FREE_KEYS
+             and not (k in PATH_KEYS and _moved_together(a, old.get("output_dir"), b, new.get("output_dir")))]
     if diffs:
         raise InputError(f"{out}: holds a run with a different configuration ({'; '.join(diffs[:5])}); "
                          "use a new output_dir, or delete the old one, to start again")
+
+
+def _moved_together(old_path: Any, old_out: Any, new_path: Any, new_out: Any) -> bool:
+    """True when a data path and the output folder moved together (same path relative to the output folder),
+    so that a results folder moved or copied along with its data still resumes."""
+    if not all(isinstance(v, str) for v in (old_path, old_out, new_path, new_out)):
+        return False
+    return os.path.relpath(os.path.abspath(old_path), os.path.abspath(old_out)) == \
+        os.path.relpath(os.path.abspath(new_path), os.path.abspath(new_out))
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -238,8 +249,9 @@ def train_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Any] = (), fo
         folds: only these fold indices (default: all).
 
     Returns:
-        ``{"output_dir", "folds": [per-fold results], "summary": {...}}`` (on every rank; the fold results
-        are complete on rank 0).
+        ``{"output_dir", "folds": [results of the requested folds], "summary": {...}}`` (on every rank; the
+        fold results are complete on rank 0). The summary (and ``summary.json``) covers every finished
+        fold in the output folder, also those trained by an earlier call with other ``folds``.
     """
     from wsigraph.train.config import validate_model_params
 
@@ -263,7 +275,12 @@ def train_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Any] = (), fo
         raise ConfigError(f"fold {bad[0]} does not exist; the splits have folds 0..{len(splits.folds) - 1}")
     had_process_group = _dist_initialized()
     results = [train_fold(cfg, cohort, splits.folds[k], k, in_dim, callbacks=callbacks) for k in fold_ids]
-    summary = summarize(results, out, write=main)
+    # the summary covers every finished fold on disk, so that folds trained by separate calls add up
+    finished = dict(zip(fold_ids, results))
+    for k in range(len(splits.folds)):
+        if k not in finished and (out / f"fold_{k}" / "results.json").exists():
+            finished[k] = read_fold_results(out / f"fold_{k}" / "results.json")
+    summary = summarize([finished[k] for k in sorted(finished)], out, write=main)
     if not had_process_group and _dist_initialized():
         # Lightning leaves the process group it created; close it once every rank is done, so that no
         # rank exits while a peer still holds a connection (gloo aborts the process then)
@@ -280,11 +297,21 @@ def _dist_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def read_fold_results(path: Path) -> dict:
+    """A finished fold's ``results.json``; an unreadable one is an :class:`InputError` naming it."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read this finished fold's results ({e}); delete the file to "
+                         "retrain the fold") from e
+
+
 def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k: int, in_dim: int, *,
                callbacks: Sequence[Any] = ()) -> dict:
     """Train one fold (or load its finished results); returns the fold's results dict."""
-    import json
-
     import lightning as L
 
     from wsigraph.nn import build_model
@@ -296,8 +323,7 @@ def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k
     done = fold_dir / "results.json"
     if done.exists():
         log.info("fold %d: finished earlier (%s); not rerun", k, done)
-        with open(done, encoding="utf-8") as f:
-            return json.load(f)
+        return read_fold_results(done)
     t = cfg.train
     classes = cohort.classes
     subs = {p: cohort.subset(fold.get(p, [])).labeled() for p in SPLITS}
