@@ -5,15 +5,18 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from wsigraph.demo import DemoSettings
+
+    d = DemoSettings()
     p = sub.add_parser("demo", help="run the whole chain on a generated synthetic cohort (about a minute on CPU)",
                        description=__doc__)
     p.add_argument("--out", default="wsigraph-demo", help="output folder (default: ./wsigraph-demo)")
-    p.add_argument("--n-slides", type=int, default=None, help="slides in the synthetic cohort (default 48)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 12)")
+    p.add_argument("--n-slides", type=int, default=None, help=f"slides in the synthetic cohort (default {d.n_slides})")
+    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {d.epochs})")
     p.add_argument("--mode", choices=["lesion", "contiguity"], default=None,
                    help="lesion: positives carry lesion regions; contiguity: only the lesions' spatial "
-                        "contiguity separates the classes")
-    p.add_argument("--seed", type=int, default=None)
+                        f"contiguity separates the classes (default {d.mode})")
+    p.add_argument("--seed", type=int, default=None, help=f"cohort and training seed (default {d.seed})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 

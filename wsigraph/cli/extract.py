@@ -33,7 +33,7 @@ def _add_encoder_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inference")
     g.add_argument("--batch-size", type=int, default=64, help="patches per batch (default: %(default)s)")
     g.add_argument("--num-workers", type=int, default=None,
-                   help="patch-reading processes (default: on a GPU, CPU cores - 1 up to 8; on the CPU, "
+                   help="patch-reading processes (default: on a GPU, CPU cores - 1 up to 16; on the CPU, "
                         "one per 8 cores, since the encoder needs them)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto = GPU "
                                                     "LOCAL_RANK under torchrun, else the first GPU, else CPU)")

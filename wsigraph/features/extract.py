@@ -60,12 +60,13 @@ def available_cpus() -> int:
 
 
 def auto_num_workers(device: str | torch.device = "auto") -> int:
-    """Reader processes worth starting: on a GPU, all cores but one (at most 8); on the CPU, where the
-    encoder itself needs the cores, one per 8 cores and at least one (reading a patch costs a few % of
-    embedding it, and one reader overlaps it with the encoder)."""
+    """Reader processes worth starting: on a GPU, all cores but one (at most 16: on an H200 the pipeline is
+    bound by reading, and 4 / 8 / 12 readers gave 3.3x / 4.4x / 5.4x one process's rate, see
+    ``benchmarks/RESULTS.md``); on the CPU, where the encoder itself needs the cores, one per 8 cores and at
+    least one (reading a patch costs a few % of embedding it, and one reader overlaps it with the encoder)."""
     cpus = available_cpus()
     if resolve_device(device).type == "cuda":
-        return max(1, min(8, cpus - 1))
+        return max(1, min(16, cpus - 1))
     return min(4, max(1, cpus // 8))
 
 
