@@ -55,7 +55,7 @@ def results_markdown(cfg, out: Path, command: str) -> str:
         f"Every model runs on the same splits of each cohort; seeds {list(cfg.seeds)}; {t.epochs} epochs, "
         f"AdamW lr {t.lr:g}, weight decay {t.weight_decay:g}, {t.scheduler} schedule, model selected on validation "
         f"{t.select_metric} (ties: {t.select_tiebreak}) after {t.select_after:.0%} of the epochs; graph "
-        f"{json.dumps(dump_config(cfg.graph))}. Widths are narrowed for CPU (the library defaults stay the papers').",
+        f"{json.dumps(dump_config(cfg.graph))}. Model arguments not listed below keep the library defaults (the papers').",
         "",
         "Cohorts:",
         *cohorts,
@@ -66,7 +66,7 @@ def results_markdown(cfg, out: Path, command: str) -> str:
         f"training and evaluation summed over runs"
         + (f"; the last invocation that trained took {wall / 60:.1f} min wall time "
            f"({info.get('folds_trained_last_training')} folds trained in it)" if wall is not None else "")
-        + ". The machine was shared with other jobs: timings are indicative.",
+        + ". Timings depend on what else the machine ran: treat them as indicative.",
         "",
         "Localisation columns score each model's per-patch scores on the test slides against the synthetic "
         "patch labels: `patch AUC` (within-slide ROC AUC of lesion vs other patches, averaged over positive "
