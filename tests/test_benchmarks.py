@@ -309,3 +309,13 @@ def test_quick_benchmark_runs(name: str, results_copy: Path):
 def test_script_titles_match_the_harness():
     for name, bench in run_speed.BENCHMARKS.items():
         assert f'TITLE = "{bench.title}"' in bench.script.read_text(), name
+
+
+@pytest.mark.parametrize("path", sorted((BENCH_DIR / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_bench_configs_load_and_name_valid_models(path):
+    from wsigraph.bench.config import load_bench_config
+
+    cfg = load_bench_config(path)  # strict keys, model names and constructor arguments checked
+    assert cfg.cohorts and cfg.models
+    labels = [m.label for m in cfg.models]
+    assert len(set(labels)) == len(labels) and cfg.reference in labels

@@ -15,7 +15,7 @@ Loaded with :func:`load_bench_config` (YAML + dotted overrides, strict keys and 
         feature_dir: data/c16/features
         classes: [normal, tumor]
     models:
-      - {name: srmil}                                   # the paper's defaults (keep its width: hidden 256)
+      - {name: srmil}                                   # the paper's defaults (keep its width, hidden 256)
       - {label: srmil_nogen, name: srmil, params: {w_gen: 0.0}}
       - {name: abmil}
     train: {epochs: 20, bootstrap: 0}
