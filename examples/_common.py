@@ -483,8 +483,9 @@ def unpack_annotations(sources: Sequence[Path], out: Path) -> Path:
 
 
 def label_patches(features: dict[str, Path], annotation_dir: Path, slide_ids: Iterable[str], out: Path) -> Path:
-    """Feature folder ``out`` for the harness: ``slide_ids`` get a labelled copy (``patch_labels`` from their
-    lesion outline, all 0 without one: the CAMELYON16 convention); every other slide is linked as it is."""
+    """Feature folder ``out`` for the harness: ``slide_ids`` get a labelled file (``patch_labels`` from their
+    lesion outline, all 0 without one: the CAMELYON16 convention) whose other datasets are HDF5 external
+    links to the original, so nothing large is copied; every other slide is linked as it is."""
     from wsigraph.data.annotations import add_patch_labels, find_annotation
 
     out.mkdir(parents=True, exist_ok=True)
@@ -497,22 +498,25 @@ def label_patches(features: dict[str, Path], annotation_dir: Path, slide_ids: It
         n_lesion += ann is not None
         if dst.is_symlink():
             dst.unlink()
-        if _has_patch_labels(dst) and dst.stat().st_mtime >= src.stat().st_mtime:  # done on an earlier run
+        if _labelled_from(dst, src) and dst.stat().st_mtime >= src.stat().st_mtime:  # done on an earlier run
             continue
         if src.suffix.lower() == ".pt":  # a CLAM .pt bag: written as .h5 first, then labelled in place
             link_features({sid: src}, out)
             src = dst
-        add_patch_labels(src, ann, dst)
+        add_patch_labels(src, ann, dst, link=src.resolve() != dst.resolve())
     print(f"      patch labels for {len(chosen)} slide(s), {n_lesion} with a lesion outline -> {out}")
     return out
 
 
-def _has_patch_labels(path: Path) -> bool:
+def _labelled_from(path: Path, src: Path) -> bool:
+    """``path`` holds ``patch_labels``, and its external links (if any) lead to ``src`` where it is now."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            return "patch_labels" in f
+            links = [f.get(k, getlink=True) for k in f]
+            return "patch_labels" in f and all(link.filename == str(src.resolve()) for link in links
+                                               if isinstance(link, h5py.ExternalLink))
     except (OSError, FileNotFoundError):
         return False
 

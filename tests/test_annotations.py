@@ -364,6 +364,29 @@ def test_add_patch_labels_writes_a_copy(tmp_path, camelyon_xml):
     assert [p.name for p in out.parent.iterdir()] == ["tumor_001.h5"]  # no temp file left
 
 
+def test_add_patch_labels_linked_reads_like_a_copy_without_copying(tmp_path, camelyon_xml):
+    src = tmp_path / "features" / "tumor_001.h5"
+    _feature_file(src, 60)  # 3,600 patches: a copy would hold their features
+    copy = tmp_path / "copy" / "tumor_001.h5"
+    linked = tmp_path / "linked" / "tumor_001.h5"
+    a = add_patch_labels(src, camelyon_xml, copy)
+    b = add_patch_labels(src, camelyon_xml, linked, link=True)
+    np.testing.assert_array_equal(a, b)
+    x, y = read_features(copy), read_features(linked)
+    for field in ("coords", "features", "patch_labels"):
+        np.testing.assert_array_equal(getattr(x, field), getattr(y, field))
+    assert x.attrs == y.attrs
+    with h5py.File(linked, "r") as f:
+        assert isinstance(f.get("features", getlink=True), h5py.ExternalLink)
+        np.testing.assert_array_equal(f["tissue_type"][()], np.arange(3600) % 3)  # extra datasets linked
+    assert linked.stat().st_size < src.stat().st_size / 4
+    with pytest.raises(InputError, match="another output file"):
+        add_patch_labels(src, camelyon_xml, src, link=True)
+    src.rename(tmp_path / "moved.h5")
+    with pytest.raises(InputError, match=r"linked.*tumor_001\.h5.*'coords' links to .*tumor_001\.h5.*moved or deleted"):
+        read_features(linked)
+
+
 def test_add_patch_labels_in_place_replaces_earlier_labels(tmp_path, camelyon_xml):
     src = tmp_path / "s.h5"
     _feature_file(src)

@@ -106,6 +106,27 @@ def test_min_fraction_all_classes_and_default_report(tmp_path, cohort):
     assert pd.read_csv(out / "label_patches_failures.csv")["slide_id"].tolist() == ["broken_001"]
 
 
+def test_link_writes_small_files_that_read_like_copies(tmp_path, cohort):
+    import h5py
+
+    from wsigraph.data.annotations import label_feature_folder
+    from wsigraph.errors import InputError
+
+    feat, ann = cohort
+    (ann / "broken_001.xml").unlink()
+    copies, links = tmp_path / "copies", tmp_path / "links"
+    assert main(["label-patches", str(feat), str(ann), "--out", str(copies), "--no-progress"]) == 0
+    assert main(["label-patches", str(feat), str(ann), "--out", str(links), "--link", "--no-progress"]) == 0
+    for sid in ("tumor_001", "normal_001", "broken_001"):
+        a, b = read_features(copies / f"{sid}.h5"), read_features(links / f"{sid}.h5")
+        np.testing.assert_array_equal(a.features, b.features)
+        np.testing.assert_array_equal(a.patch_labels, b.patch_labels)
+        with h5py.File(links / f"{sid}.h5", "r") as f:
+            assert f.get("features", getlink=True).filename == str((feat / f"{sid}.h5").resolve())
+    with pytest.raises(InputError, match="out_dir"):
+        label_feature_folder(feat, ann, None, link=True)
+
+
 def test_center_rule(tmp_path, cohort):
     feat, ann = cohort
     out = tmp_path / "labelled"

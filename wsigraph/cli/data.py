@@ -73,11 +73,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "label-patches", help="patch labels from lesion annotations (ASAP XML, QuPath GeoJSON) into feature files",
         description="For each FEATURE_DIR/<slide_id>.h5, read ANNOTATION_DIR/<slide_id>.xml (ASAP, e.g. "
                     "CAMELYON16) or .geojson/.json (QuPath; level-0 pixel coordinates) and write a copy "
-                    "OUT/<slide_id>.h5 with a 'patch_labels' dataset (1 = lesion patch). Exclusion regions "
+                    "OUT/<slide_id>.h5 with a 'patch_labels' dataset (1 = lesion patch; --link writes the "
+                    "labels and links to the original datasets instead of a copy). Exclusion regions "
                     "(ASAP group _2, QuPath class Exclusion/Ignore*) are never lesion.")
     p.add_argument("feature_dir", metavar="FEATURE_DIR", help="folder of <slide_id>.h5 feature (or coords) files")
     p.add_argument("annotation_dir", metavar="ANNOTATION_DIR", help="folder of <slide_id>.xml/.geojson/.json")
     p.add_argument("--out", required=True, metavar="DIR", help="folder of the labelled copies")
+    p.add_argument("--link", action="store_true",
+                   help="write small files holding the labels and HDF5 external links to the original "
+                        "datasets instead of copies (the originals must stay where they are)")
     p.add_argument("--min-fraction", type=_min_fraction, default=0.5, metavar="0-1|center",
                    help="a patch is lesion when at least this fraction of its area is (4x4 sample points), or "
                         "'center': when its centre is (default: %(default)s)")
@@ -149,7 +153,7 @@ def _label_patches(args: argparse.Namespace) -> int:
 
     kw = job_kwargs(args, Path(args.out) / "label_patches_failures.csv")
     report = label_feature_folder(args.feature_dir, args.annotation_dir, args.out, missing=args.missing,
-                                  min_fraction=args.min_fraction, classes=args.classes, **kw)
+                                  min_fraction=args.min_fraction, classes=args.classes, link=args.link, **kw)
     positive = sum(report.results.values())
     print(f"patch labels: {report.summary()}; {positive} lesion patches in "
           f"{sum(n > 0 for n in report.results.values())} slide(s) -> {args.out}")

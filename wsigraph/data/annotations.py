@@ -555,19 +555,24 @@ def add_patch_labels(
     min_fraction: float | str = 0.5,
     classes: Sequence[str] | None = None,
     samples_per_side: int = 4,
+    link: bool = False,
 ) -> np.ndarray:
     """Write a copy of a feature file with a ``patch_labels`` dataset; returns the (N,) int8 labels.
 
     The copy keeps every dataset and attribute of the original (extra per-patch datasets, CLAM/TRIDENT
-    attributes) and replaces any earlier ``patch_labels``; it is written atomically.
+    attributes) and replaces any earlier ``patch_labels``; it is written atomically. With ``link=True``
+    the output holds only ``patch_labels`` and the root attributes, and every other dataset is an HDF5
+    external link to the original (absolute path): a few kB instead of a copy of the embeddings, read
+    like any feature file for as long as the original stays where it is.
 
     Args:
         feature_h5: an ``.h5`` feature (or coords-only) file with level-0 pixel coordinates.
         annotation_file: ASAP ``.xml`` or GeoJSON; None gives all-zero labels (a slide without lesions,
             e.g. a CAMELYON16 ``normal_*`` slide).
-        out_h5: where to write; None replaces ``feature_h5`` (atomically).
+        out_h5: where to write; None replaces ``feature_h5`` (atomically; not with ``link``).
         min_fraction, samples_per_side: see :func:`patch_labels_from_polygons`.
         classes: lesion groups/classes to keep (see :func:`read_annotations`).
+        link: link to the original's datasets instead of copying them.
     """
     import shutil
 
@@ -591,8 +596,13 @@ def add_patch_labels(
         labels = patch_labels_from_polygons(bag.coords, step, polys, min_fraction=min_fraction,
                                             samples_per_side=samples_per_side)
     dst = Path(out_h5) if out_h5 is not None else src
+    if link and dst.resolve() == src.resolve():
+        raise InputError(f"{src}: linked labels need another output file (out_h5), not the original itself")
     with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
+        if link:
+            _write_links(src, tmp)
+        else:
+            shutil.copyfile(src, tmp)
         with h5py.File(tmp, "a") as f:
             if "patch_labels" in f:
                 del f["patch_labels"]
@@ -601,6 +611,19 @@ def add_patch_labels(
             ds.attrs["min_fraction"] = str(min_fraction)
     log.info("%s: %d of %d patches labelled positive -> %s", src.name, int(labels.sum()), labels.size, dst)
     return labels
+
+
+def _write_links(src: Path, out: Path) -> None:
+    """``out``: the root attributes of ``src`` and an external link to each of its top-level objects."""
+    import h5py
+
+    target = str(src.resolve())
+    with h5py.File(src, "r") as f, h5py.File(out, "w") as g:
+        for k, v in f.attrs.items():
+            g.attrs[k] = v
+        for name in f:
+            if name != "patch_labels":
+                g[name] = h5py.ExternalLink(target, f"/{name}")
 
 
 def find_annotation(annotation_dir: str | os.PathLike, slide_id: str) -> Path | None:
@@ -624,6 +647,7 @@ def label_feature_folder(
     on_error: str = "raise",
     report_path: str | os.PathLike | None = None,
     progress: bool = True,
+    link: bool = False,
 ):
     """Add ``patch_labels`` to every feature file of a folder (a cohort job, see ``run_per_slide``).
 
@@ -634,6 +658,8 @@ def label_feature_folder(
         missing: what to do for a slide without an annotation file: ``"negative"`` (all-zero labels,
             the CAMELYON16 convention for normal slides), ``"skip"`` (leave it out) or ``"error"``.
         on_error, report_path, progress: as in :func:`wsigraph.utils.jobs.run_per_slide`.
+        link: write small files that link to the originals' datasets (see :func:`add_patch_labels`);
+            needs ``out_dir``.
 
     Returns:
         the :class:`~wsigraph.utils.jobs.JobReport`; ``results[slide_id]`` is the number of positive patches.
@@ -643,6 +669,8 @@ def label_feature_folder(
 
     if missing not in ("negative", "skip", "error"):
         raise InputError(f"missing must be 'negative', 'skip' or 'error', got {missing!r}")
+    if link and out_dir is None:
+        raise InputError("linked labels (link=True) need an output folder (out_dir): the originals stay as they are")
     annotation_dir = Path(annotation_dir)
     if not annotation_dir.is_dir():
         raise MissingFileError(f"{annotation_dir}: annotation folder does not exist")
@@ -660,7 +688,7 @@ def label_feature_folder(
             raise MissingFileError(f"{annotation_dir}: no annotation file for slide {slide_id!r} "
                                    f"(looked for {[slide_id + s for s in XML_SUFFIXES + GEOJSON_SUFFIXES]})")
         out = None if out_dir is None else Path(out_dir) / path.name
-        labels = add_patch_labels(path, ann, out, min_fraction=min_fraction, classes=classes)
+        labels = add_patch_labels(path, ann, out, min_fraction=min_fraction, classes=classes, link=link)
         return int(labels.sum())
 
     return run_per_slide(items, one, on_error=on_error, desc="label", stage="patch_labels",

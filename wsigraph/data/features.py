@@ -143,8 +143,21 @@ def _read_h5(path: Path, coords_only: bool = False) -> FeatureBag:
                          "the file may be truncated, corrupt or not an HDF5 file") from e
 
 
+def _check_external_links(f: h5py.File, path: Path) -> None:
+    """A dataset that is an HDF5 external link to a file that cannot be opened: an InputError naming both."""
+    for name in f:
+        link = f.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            try:
+                f[name]
+            except (KeyError, OSError) as e:
+                raise InputError(f"{path}: dataset {name!r} links to {link.filename}:{link.path}, which cannot "
+                                 f"be opened ({e}); was the original feature file moved or deleted?") from e
+
+
 def _read_h5_unchecked(path: Path, coords_only: bool) -> FeatureBag:
     with h5py.File(path, "r") as f:
+        _check_external_links(f, path)
         keys = list(f.keys())
         if "coords" not in f:
             raise InputError(f"{path}: no 'coords' dataset (datasets present: {keys})")
