@@ -10,7 +10,8 @@ from torch_geometric.data import Data
 
 from wsigraph.errors import ConfigError, InputError
 from wsigraph.nn import MODELS, MILModel, MILOutput, NystromAttention, build_model, model_arguments
-from wsigraph.nn.models import CLAMSB, DSMIL, TransMIL, iterative_pinv, smooth_top1_svm_loss
+from wsigraph.nn.models import CLAMSB, DSMIL, GraphABMIL, TransMIL, iterative_pinv, smooth_top1_svm_loss
+from wsigraph.train.config import default_config, load_experiment_config, validate_model_params
 
 D = 16
 N = 200
@@ -32,7 +33,8 @@ def small(name: str, num_classes: int = 2) -> MILModel:
 
 
 def test_registry_names_and_plain_arguments():
-    assert set(MODELS) == {"srmil", "mean", "max", "abmil", "clam_sb", "transmil", "dsmil", "patch_gcn"}
+    assert set(MODELS) == {"srmil", "mean", "max", "abmil", "clam_sb", "transmil", "dsmil", "patch_gcn",
+                           "graph_abmil"}
     for name, cls in MODELS.items():
         assert issubclass(cls, MILModel)
         assert isinstance(cls.needs_graph, bool)
@@ -44,6 +46,7 @@ def test_registry_names_and_plain_arguments():
         module_doc = inspect.getmodule(cls).__doc__ or ""
         assert any(tag in module_doc for tag in ("arXiv", "Pattern Recognition")), name  # cites its paper
     assert MODELS["srmil"].needs_graph and MODELS["patch_gcn"].needs_graph and not MODELS["abmil"].needs_graph
+    assert MODELS["graph_abmil"] is GraphABMIL and GraphABMIL.needs_graph
 
 
 @pytest.mark.parametrize("name,num_classes", list(itertools.product(sorted(MODELS), [2, 3])))
@@ -64,7 +67,7 @@ def test_shapes_finite_losses_and_scores(name, num_classes):
     assert torch.isfinite(out.patch_scores).all()
 
 
-@pytest.mark.parametrize("name", ["abmil", "clam_sb", "dsmil", "patch_gcn"])
+@pytest.mark.parametrize("name", ["abmil", "clam_sb", "dsmil", "patch_gcn", "graph_abmil"])
 def test_attention_scores_are_a_distribution(name):
     torch.manual_seed(0)
     out = small(name).eval()(lattice_slide())
@@ -207,6 +210,117 @@ def test_patch_gcn_needs_edges():
     del data.edge_index
     with pytest.raises(InputError, match=r"slide 'lat'.*edge_index"):
         small("patch_gcn")(data)
+
+
+def test_graph_abmil_defaults_and_shapes():
+    m = GraphABMIL(D, 3)
+    assert m.embed[0].out_features == 128 and m.embed[2].p == 0.1
+    assert len(m.encoder.layers) == 2 and m.encoder.conv_type == "gat"
+    for layer in m.encoder.layers:
+        assert (layer.conv.heads, layer.conv.out_dim) == (4, 32) and layer.res is None
+        assert isinstance(layer.act, torch.nn.ELU) and isinstance(layer.norm, torch.nn.Identity)
+    assert m.attention.w.in_features == 128 and hasattr(m.attention, "u")  # gated, attn_hidden 128
+    assert (m.classifier.in_features, m.classifier.out_features) == (128, 3)
+    torch.manual_seed(0)
+    for n in (N, 1):  # one patch: its own self loop is its whole neighbourhood
+        data = lattice_slide(n=n)
+        out = m.eval()(data)
+        assert out.logits.shape == (1, 3) and torch.isfinite(out.logits).all()
+        assert out.patch_scores.shape == (n,) and not out.patch_scores.requires_grad
+        assert bool((out.patch_scores >= 0).all()) and float(out.patch_scores.sum()) == pytest.approx(1.0, abs=1e-5)
+    _, a = m.attention(m.encoder(m.embed(data.x), m.graph(data, data.num_nodes))[0])
+    assert torch.allclose(out.patch_scores, a)
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(conv="gcn", norm="layernorm", residual=True),
+                                    dict(conv="gin", norm="batchnorm", num_layers=3),
+                                    dict(conv="sage", activation="prelu", residual=True, feat_drop=0.2),
+                                    dict(heads=2, attn_drop=0.3, self_loops=False)])
+def test_graph_abmil_gradients_reach_every_parameter(kwargs):
+    torch.manual_seed(0)
+    model = build_model("graph_abmil", D, 2, hidden=32, attn_hidden=16, **kwargs).train()
+    loss, logits, parts = model.training_loss(lattice_slide(), torch.tensor([1]), torch.tensor([0.3, 0.7]))
+    assert torch.isfinite(loss) and logits.shape == (1, 2) and set(parts) == {"ce"}
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert float(p.grad.abs().sum()) > 0, name
+
+
+def test_graph_abmil_uses_the_graph_and_is_permutation_equivariant():
+    torch.manual_seed(0)
+    data = lattice_slide()
+    model = GraphABMIL(D, 3).eval().requires_grad_(False)
+    out = model(data)
+    # same features, other edges (the 4-neighbourhood instead of the 24-neighbourhood): other logits and scores
+    near = (torch.cdist(data.pos, data.pos) <= 1.0).nonzero().t()
+    other = model(Data(x=data.x, edge_index=near, pos=data.pos))
+    assert float((other.logits - out.logits).abs().max()) > 1e-3
+    assert float((other.patch_scores - out.patch_scores).abs().max()) > 1e-5
+    # relabel the nodes and shuffle the edge list: same logits, scores permuted
+    perm = torch.randperm(N)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(N)
+    ei = inv[data.edge_index][:, torch.randperm(data.edge_index.size(1))]
+    permuted = model(Data(x=data.x[perm], edge_index=ei, pos=data.pos[perm]))
+    assert torch.allclose(permuted.logits, out.logits, atol=1e-5)
+    assert torch.allclose(permuted.patch_scores, out.patch_scores[perm], atol=1e-7)
+    # self_loops: the graph's own loops are not duplicated, so dropping them changes nothing
+    no_loops = data.edge_index[:, data.edge_index[0] != data.edge_index[1]]
+    assert torch.allclose(model(Data(x=data.x, edge_index=no_loops)).logits, out.logits, atol=1e-6)
+    # the graph is not modified or copied into data
+    ei, version = no_loops.clone(), no_loops._version
+    model(Data(x=data.x, edge_index=no_loops))
+    assert torch.equal(no_loops, ei) and no_loops._version == version
+
+
+def test_graph_abmil_needs_edges_and_bf16_autocast():
+    data = lattice_slide(n=30)
+    del data.edge_index
+    with pytest.raises(InputError, match=r"slide 'lat'.*GraphABMIL.*edge_index"):
+        small("graph_abmil")(data)
+    torch.manual_seed(0)
+    model = small("graph_abmil")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logits, _ = model.training_loss(lattice_slide(), torch.tensor([1]))
+    loss.backward()
+    assert torch.isfinite(loss) and logits.shape == (1, 2)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_graph_abmil_argument_errors(tmp_path):
+    m = build_model("graph_abmil", D, 2, hidden=64, heads=8, conv="SAGE", dropout=0)
+    assert m.encoder.conv_type == "sage" and m.embed[2].p == 0.0
+    with pytest.raises(ConfigError, match=r"'graph_abmil' has no argument 'hiden'.*valid arguments:.*hidden"):
+        build_model("graph_abmil", D, 2, hiden=64)
+    with pytest.raises(ConfigError, match=r"'heads': hidden=100 does not split over 3 heads"):
+        build_model("graph_abmil", D, 2, hidden=100, heads=3)
+    build_model("graph_abmil", D, 2, hidden=100, heads=3, conv="gcn")  # heads only matter for GAT
+    with pytest.raises(ConfigError, match=r"'conv': 'gatv2' is not one of gat, gcn, gin, sage"):
+        build_model("graph_abmil", D, 2, conv="gatv2")
+    with pytest.raises(ConfigError, match=r"'norm': 'group' is not one of"):
+        build_model("graph_abmil", D, 2, norm="group")
+    with pytest.raises(ConfigError, match=r"'activation': 'swish' is not one of"):
+        build_model("graph_abmil", D, 2, activation="swish")
+    with pytest.raises(ConfigError, match=r"'dropout': 1.0 is outside \[0.0, 1.0\)"):
+        build_model("graph_abmil", D, 2, dropout=1.0)
+    with pytest.raises(ConfigError, match=r"'num_layers': 0 is outside"):
+        build_model("graph_abmil", D, 2, num_layers=0)
+    with pytest.raises(ConfigError, match=r"'residual' must be bool"):
+        build_model("graph_abmil", D, 2, residual=1)
+    # experiment config validation
+    assert validate_model_params("graph_abmil", {"hidden": 64, "dropout": 0}) == {"hidden": 64, "dropout": 0.0}
+    with pytest.raises(ConfigError, match=r"unknown parameter 'model.super_node' for model 'graph_abmil'.*hidden"):
+        validate_model_params("graph_abmil", {"super_node": True})
+    raw = {"data": {"manifest": "m.csv"}, "model": {"name": "graph_abmil", "heads": 2}}
+    cfg = load_experiment_config(raw, ["model.num_layers=3"])
+    assert cfg.model.name == "graph_abmil" and cfg.model.params == {"heads": 2, "num_layers": 3}
+    with pytest.raises(ConfigError, match=r"model.mask_rate.*graph_abmil"):
+        load_experiment_config(raw, ["model.mask_rate=0.5"])
+    params = default_config("graph_abmil").model.params  # what init-config writes and a checkpoint rebuilds
+    assert params == model_arguments("graph_abmil") and params["conv"] == "gat" and params["self_loops"] is True
+    assert isinstance(build_model("graph_abmil", D, 2, **params), GraphABMIL)
 
 
 def test_feature_width_mismatch_names_slide():

@@ -9,7 +9,17 @@ and ``training_loss(data, y, class_weight) -> (loss, logits, parts)``. Build one
 from wsigraph.nn.base import MILModel, MILOutput
 from wsigraph.nn.encoder import GNNEncoder, GNNLayer
 from wsigraph.nn.gat import GATLayer
-from wsigraph.nn.models import ABMIL, CLAMSB, DSMIL, MaxPoolMIL, MeanPoolMIL, NystromAttention, PatchGCN, TransMIL
+from wsigraph.nn.models import (
+    ABMIL,
+    CLAMSB,
+    DSMIL,
+    GraphABMIL,
+    MaxPoolMIL,
+    MeanPoolMIL,
+    NystromAttention,
+    PatchGCN,
+    TransMIL,
+)
 from wsigraph.nn.readout import (
     AttentionReadout,
     GatedAttentionReadout,
@@ -24,6 +34,6 @@ from wsigraph.nn.srmil import SRMIL, sce_loss
 __all__ = [
     "MILModel", "MILOutput", "MODELS", "build_model", "model_arguments", "model_class",
     "SRMIL", "sce_loss", "MeanPoolMIL", "MaxPoolMIL", "ABMIL", "CLAMSB", "TransMIL", "DSMIL", "PatchGCN",
-    "GNNEncoder", "GNNLayer", "GATLayer", "CSRGraph", "csr_aggregate", "NystromAttention",
+    "GraphABMIL", "GNNEncoder", "GNNLayer", "GATLayer", "CSRGraph", "csr_aggregate", "NystromAttention",
     "AttentionReadout", "GatedAttentionReadout", "MeanReadout", "MaxReadout", "build_readout",
 ]

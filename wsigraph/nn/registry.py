@@ -6,7 +6,7 @@ from typing import Any
 
 from wsigraph.errors import ConfigError
 from wsigraph.nn.base import MILModel
-from wsigraph.nn.models import ABMIL, CLAMSB, DSMIL, MaxPoolMIL, MeanPoolMIL, PatchGCN, TransMIL
+from wsigraph.nn.models import ABMIL, CLAMSB, DSMIL, GraphABMIL, MaxPoolMIL, MeanPoolMIL, PatchGCN, TransMIL
 from wsigraph.nn.srmil import SRMIL
 
 MODELS: dict[str, type[MILModel]] = {
@@ -18,6 +18,7 @@ MODELS: dict[str, type[MILModel]] = {
     "transmil": TransMIL,
     "dsmil": DSMIL,
     "patch_gcn": PatchGCN,
+    "graph_abmil": GraphABMIL,
 }
 
 _BUILD_ARGS = ("self", "in_dim", "num_classes")
