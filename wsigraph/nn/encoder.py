@@ -47,17 +47,22 @@ class GNNLayer(nn.Module):
         out_dim: output channels (for GAT: ``heads * per-head`` channels, concatenated).
         conv: ``gat`` | ``gcn`` | ``gin`` | ``sage``.
         heads: GAT heads (``out_dim`` must divide by it); ignored by the other convs.
-        residual: add the input (identity when widths match, else a bias-free Linear).
+        residual: add the input: a bias-free Linear when the widths differ, the identity when they match
+            and ``identity_residual`` (else none).
+        identity_residual: with ``residual``, add the identity where widths match. False = the SRMIL
+            reference's GAT, which keeps a residual only where a projection is needed.
         norm: ``layernorm`` | ``batchnorm`` | ``none``.
         activation: see :data:`ACTIVATIONS`.
         feat_drop: dropout on the layer's input.
         attn_drop: dropout on GAT attention weights.
         negative_slope: GAT LeakyReLU slope.
+        att_init: GAT attention-vector init (:class:`~wsigraph.nn.gat.GATLayer`).
     """
 
     def __init__(self, in_dim: int, out_dim: int, conv: str = "gat", heads: int = 1, residual: bool = True,
                  norm: str = "layernorm", activation: str = "prelu", feat_drop: float = 0.0,
-                 attn_drop: float = 0.0, negative_slope: float = 0.2):
+                 attn_drop: float = 0.0, negative_slope: float = 0.2, identity_residual: bool = True,
+                 att_init: str = "heads"):
         super().__init__()
         self.conv_type = check_choice("conv", conv, CONVS)
         self.feat_drop = float(feat_drop)
@@ -65,7 +70,7 @@ class GNNLayer(nn.Module):
             if out_dim % heads:
                 raise ConfigError(f"model argument 'heads': {out_dim} channels do not split over {heads} heads")
             self.conv: nn.Module = GATLayer(in_dim, out_dim // heads, heads, concat=True,
-                                            negative_slope=negative_slope, attn_drop=attn_drop)
+                                            negative_slope=negative_slope, attn_drop=attn_drop, att_init=att_init)
         elif self.conv_type == "gcn":
             from torch_geometric.nn import GCNConv
 
@@ -78,12 +83,12 @@ class GNNLayer(nn.Module):
             from torch_geometric.nn import SAGEConv
 
             self.conv = SAGEConv(in_dim, out_dim, aggr="mean")
-        if residual:
-            self.res: nn.Module | None = nn.Identity() if in_dim == out_dim else nn.Linear(in_dim, out_dim, bias=False)
-            if isinstance(self.res, nn.Linear):
-                nn.init.xavier_normal_(self.res.weight, gain=nn.init.calculate_gain("relu"))
-        else:
-            self.res = None
+        self.res: nn.Module | None = None
+        if residual and in_dim != out_dim:
+            self.res = nn.Linear(in_dim, out_dim, bias=False)
+            nn.init.xavier_normal_(self.res.weight, gain=nn.init.calculate_gain("relu"))
+        elif residual and identity_residual:
+            self.res = nn.Identity()
         self.norm = make_norm(norm, out_dim)
         self.act = make_activation(activation)
 
@@ -118,8 +123,8 @@ class GNNEncoder(nn.Module):
         conv: ``gat`` | ``gcn`` | ``gin`` | ``sage``.
         heads: GAT heads of the hidden layers.
         out_heads: GAT heads of the last layer.
-        residual, norm, activation, feat_drop, attn_drop, negative_slope: per layer, see
-            :class:`GNNLayer`.
+        residual, identity_residual, norm, activation, feat_drop, attn_drop, negative_slope, att_init: per
+            layer, see :class:`GNNLayer`.
         plain_last: the last layer has no residual, norm or activation (a decoder's output layer).
 
     Shapes:
@@ -129,7 +134,8 @@ class GNNEncoder(nn.Module):
     def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2, conv: str = "gat",
                  heads: int = 4, out_heads: int = 4, residual: bool = True, norm: str = "layernorm",
                  activation: str = "prelu", feat_drop: float = 0.0, attn_drop: float = 0.0,
-                 negative_slope: float = 0.2, plain_last: bool = False):
+                 negative_slope: float = 0.2, plain_last: bool = False, identity_residual: bool = True,
+                 att_init: str = "heads"):
         super().__init__()
         check_range("num_layers", num_layers, 1)
         check_range("heads", heads, 1)
@@ -150,7 +156,8 @@ class GNNEncoder(nn.Module):
                 in_dim if i == 0 else hidden, out_dim if last else hidden, conv=self.conv_type,
                 heads=self.out_heads if last else heads, residual=residual and not plain,
                 norm="none" if plain else norm, activation="none" if plain else activation,
-                feat_drop=feat_drop, attn_drop=attn_drop, negative_slope=negative_slope))
+                feat_drop=feat_drop, attn_drop=attn_drop, negative_slope=negative_slope,
+                identity_residual=identity_residual, att_init=att_init))
         self.layers = nn.ModuleList(layers)
 
     @property

@@ -14,8 +14,11 @@ import math
 import torch
 from torch import Tensor, nn
 
+from wsigraph.nn.base import check_choice
 from wsigraph.nn.functional import edge_softmax, mask_dropout
 from wsigraph.nn.sparse import CSRGraph, csr_aggregate
+
+ATT_INITS = ("heads", "xavier")
 
 
 class GATLayer(nn.Module):
@@ -34,14 +37,20 @@ class GATLayer(nn.Module):
         negative_slope: LeakyReLU slope of the attention logits.
         attn_drop: dropout on the attention weights.
         bias: add a learnable bias.
+        att_init: init of the attention vectors ``a_src``, ``a_dst`` (shape ``(1, heads, out_dim)``, ReLU
+            gain): ``"heads"`` draws them with the fan of a ``(heads, out_dim)`` matrix, std
+            ``gain * sqrt(2 / (heads + out_dim))``; ``"xavier"`` is ``nn.init.xavier_normal_`` on the 3-d
+            tensor as the SRMIL reference does, std ``gain * sqrt(2 / ((heads + 1) * out_dim))`` (2.2x
+            smaller at 4 x 64, 1.4x at 1 x 1024).
 
     Shapes:
         x (N, in_dim) -> (N, heads * out_dim | out_dim); attention (E, heads) in CSR order.
     """
 
     def __init__(self, in_dim: int, out_dim: int, heads: int = 1, concat: bool = True,
-                 negative_slope: float = 0.2, attn_drop: float = 0.0, bias: bool = True):
+                 negative_slope: float = 0.2, attn_drop: float = 0.0, bias: bool = True, att_init: str = "heads"):
         super().__init__()
+        self.att_init = check_choice("att_init", att_init, ATT_INITS)
         self.in_dim, self.out_dim, self.heads, self.concat = in_dim, out_dim, heads, concat
         self.negative_slope, self.attn_drop = negative_slope, attn_drop
         self.lin = nn.Linear(in_dim, heads * out_dim, bias=False)
@@ -51,12 +60,15 @@ class GATLayer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier-normal weights with the ReLU gain (as the SRMIL reference's GAT), zero bias."""
+        """Xavier-normal weights with the ReLU gain (as the SRMIL reference's GAT), attention vectors as
+        ``att_init`` says, zero bias."""
         gain = nn.init.calculate_gain("relu")
         nn.init.xavier_normal_(self.lin.weight, gain=gain)
-        for att in (self.att_src, self.att_dst):  # fan computed as for a (heads, out_dim) matrix
-            std = gain * math.sqrt(2.0 / (self.heads + self.out_dim))
-            nn.init.normal_(att, 0.0, std)
+        for att in (self.att_src, self.att_dst):
+            if self.att_init == "xavier":
+                nn.init.xavier_normal_(att, gain=gain)
+            else:  # fan computed as for a (heads, out_dim) matrix
+                nn.init.normal_(att, 0.0, gain * math.sqrt(2.0 / (self.heads + self.out_dim)))
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
@@ -83,4 +95,4 @@ class GATLayer(nn.Module):
         return f"{self.in_dim}, {self.out_dim}, heads={self.heads}, concat={self.concat}"
 
 
-__all__ = ["GATLayer"]
+__all__ = ["GATLayer", "ATT_INITS"]

@@ -13,10 +13,18 @@ from torch import Tensor, nn
 from wsigraph.errors import ConfigError
 from wsigraph.nn.base import MILModel, MILOutput, check_choice, check_range
 from wsigraph.nn.encoder import CONVS, GNNEncoder
+from wsigraph.nn.gat import ATT_INITS
 from wsigraph.nn.readout import READOUTS, build_readout
 from wsigraph.nn.sparse import CSRGraph
 
 REMASKS = ("token", "zero", "none")
+RECON_PASSES = ("separate", "shared")
+RESIDUAL_MODES = ("projection", "all")
+#: what each variant sets the deviation switches to when they are ``"auto"`` (see :class:`SRMIL`)
+VARIANTS: dict[str, dict[str, str]] = {
+    "reference": {"recon_pass": "separate", "residual_mode": "projection", "att_init": "xavier"},
+    "twopass": {"recon_pass": "shared", "residual_mode": "all", "att_init": "heads"},
+}
 REFORMERS = ("linear", "identity")
 EMBED_HEADS = ("mean", "concat")
 
@@ -41,49 +49,62 @@ def sce_loss(pred: Tensor, target: Tensor, alpha: float = 1.0, rows: Tensor | No
 class SRMIL(MILModel):
     """Self-supervised reconstruction MIL on the spatial patch graph.
 
-    Per training step (:meth:`training_loss`):
+    Per training step (:meth:`training_loss`), with ``variant="reference"`` (the authors' computation,
+    wwyi1828/SRMIL at 7bb63e8, ``trainer.py`` with its default ``add_node_first=False``):
 
-    1. **Masked pass.** A random ``int(mask_rate * N)`` patches (``torch.randperm`` on the model's device)
-       get their input replaced by a learnable mask token; the features go through the reformer
-       (``Linear(D, D)``) and the GAT encoder on the patch graph plus the super-node. From this one pass:
-       the super-node embedding gives the corrupted-graph logits, and the patch embeddings go through
-       ``Linear(hidden, hidden)`` (encoder-to-decoder), masked rows are re-masked with a learnable decoder
-       token, and the GAT decoder (on the patch graph, without the super-node) maps them back to ``D``;
-       the scaled cosine error ``(1 - cos(x, x_hat)) ** alpha`` is averaged over the masked patches only.
-    2. **Complete pass** on the unmasked graph: complete-graph logits.
-    3. ``loss = (2 - w_gen) * [(2 - w_ce) * CE(masked) + w_ce * CE(complete)] + w_gen * recon``.
+    1. **Reconstruction pass.** A random ``int(mask_rate * N)`` patches (``torch.randperm`` on the model's
+       device) get their input replaced by a learnable mask token; the features go through the reformer
+       (``Linear(D, D)``) and the GAT encoder on the patch graph (no super-node); the patch embeddings go
+       through ``Linear(hidden, hidden)`` (encoder-to-decoder), masked rows are re-masked with a learnable
+       decoder token, and the GAT decoder maps them back to ``D``; the scaled cosine error
+       ``(1 - cos(x, x_hat)) ** alpha`` is averaged over the masked patches only.
+    2. **Masked pass**: the same masked input, on the patch graph plus the super-node: the super-node
+       embedding gives the corrupted-graph logits.
+    3. **Complete pass** on the unmasked graph with the super-node: complete-graph logits.
+    4. ``loss = (2 - w_gen) * [(2 - w_ce) * CE(masked) + w_ce * CE(complete)] + w_gen * recon``.
+
+    ``variant="twopass"`` (wsigraph's original computation) merges passes 1 and 2: the reconstruction is
+    decoded from the patch rows of the masked pass *with* the super-node, so the reconstruction loss also
+    trains the super token and the super-node's edges; it adds identity residuals where widths match
+    (encoder layer 2, decoder layer 1) and draws the attention vectors with a larger std. The variant only
+    sets the defaults of three switches, each of which can be set on its own:
+
+    ================= ========================== ==========================================
+    switch            ``reference``              ``twopass``
+    ================= ========================== ==========================================
+    ``recon_pass``    ``separate`` (3 passes)    ``shared`` (2 passes)
+    ``residual_mode`` ``projection``             ``all`` (identity residuals too)
+    ``att_init``      ``xavier``                 ``heads`` (2.2x the std at 4 x 64)
+    ================= ========================== ==========================================
+
+    The reference's own training recipe (fp32, one fixed data order, its selection rule) is the trainer's
+    business: ``wsigraph init-config --recipe paper``.
 
     Inference (:meth:`forward`) is the complete pass; ``patch_scores`` is the super-node's attention over
     the patches in the last encoder layer, averaged over heads (sums to 1; None for non-GAT encoders), or
     the readout's per-patch weights for the other readouts.
 
-    Defaults = the reference's final configuration: GAT encoder of 2 layers, 4 heads of 64 channels
-    concatenated to ``hidden = 256`` in every layer, residuals, LayerNorm, PReLU, feature dropout 0.11,
-    attention dropout 0.15; mask rate 0.7; bias-free ``Linear(256, 256)`` encoder-to-decoder; token
-    re-masking; GAT decoder of 2 layers (4 heads, then 1 head of ``D`` channels, plain output layer);
-    ``alpha = 1``; one super-node joined both ways to every patch (no self loop of its own); the patch
-    embedding read out is the last layer's heads *averaged* (``hidden / heads = 64`` channels, as the
-    reference's ``ins_embed.view(-1, heads, 64).mean(1)``), so the classifier is
+    Other defaults = the reference's final configuration: GAT encoder of 2 layers, 4 heads of 64 channels
+    concatenated to ``hidden = 256`` in every layer, the ``Linear(D, 256)`` residual of layer 1, LayerNorm,
+    PReLU, feature dropout 0.11, attention dropout 0.15; mask rate 0.7; bias-free ``Linear(256, 256)``
+    encoder-to-decoder; token re-masking; GAT decoder of 2 layers (4 heads, then 1 head of ``D`` channels,
+    plain output layer); ``alpha = 1``; one super-node joined both ways to every patch (no self loop of its
+    own); the patch embedding read out is the last layer's heads *averaged* (``hidden / heads = 64``
+    channels, as the reference's ``ins_embed.view(-1, heads, 64).mean(1)``), so the classifier is
     ``Linear(64, 128) -> ReLU -> Dropout(0.059) -> Linear(128, C)`` (``embed_heads="concat"`` feeds the
     256 concatenated channels instead); tokens initialised N(0, 0.01); ``w_gen = 1.8``, ``w_ce = 1.0``.
 
     Graph handling: each call sorts ``data.edge_index`` once into a :class:`CSRGraph` (one self loop per
     patch, duplicates dropped) and derives the super-node graph from it by O(E) index arithmetic
-    (:meth:`CSRGraph.with_supernode`): no ``Data`` is cloned, ``data.edge_index`` is neither modified nor
-    rebuilt in Python, and nothing is cached on the module (so no stale graph can be reused when the
-    allocator recycles a tensor's memory for the next slide). Both passes of a step share the structure,
-    and the reformer output is computed once and shared too. The GAT layers aggregate with sparse
-    matrix products (:mod:`wsigraph.nn.sparse`): a 100k-patch step with D = 1024 stays under 8 GiB on CPU.
+    (:meth:`CSRGraph.with_supernode`): no ``Data`` is cloned (the reference copies its DGL graph to add
+    the super-node), ``data.edge_index`` is neither modified nor rebuilt in Python, and nothing is cached
+    on the module (so no stale graph can be reused when the allocator recycles a tensor's memory for the
+    next slide). All passes of a step share the structure, and the reformer output is computed once and
+    shared too. The GAT layers aggregate with sparse matrix products (:mod:`wsigraph.nn.sparse`): a
+    100k-patch step with D = 1024 stays under 8 GiB on CPU.
 
-    Where this differs from the reference code, on purpose:
-
-    * 2 encoder passes per step instead of 3: the reference runs the masked encoder once without the
-      super-node for the reconstruction and once more with it for the corrupted-graph CE (its
-      ``add_node_first=True`` branch is what we do), and copies the DGL graph to add the super-node.
-    * ``residual=True`` adds the input when widths match; the reference's GAT layer keeps a residual only
-      where a projection is needed (its first encoder layer), since it sets the identity residual to None.
-    * the ``attention`` / ``gated_attention`` readouts are Ilse et al.'s pooling on patch embeddings; the
-      reference's alternative scores nodes with a 2-layer GAT.
+    Other differences from the reference code: the ``attention`` / ``gated_attention`` readouts are Ilse
+    et al.'s pooling on patch embeddings; the reference's alternative scores nodes with a 2-layer GAT.
 
     Args:
         in_dim: D, features per patch.
@@ -95,7 +116,16 @@ class SRMIL(MILModel):
         dec_out_heads: GAT heads of the decoder's output layer (``D`` must divide by it).
         encoder: ``gat`` | ``gcn`` | ``gin`` | ``sage``.
         decoder: ``gat`` | ``gcn`` | ``gin`` | ``sage``.
-        residual: residual connections in each layer (not the decoder's output layer).
+        variant: ``reference`` | ``twopass``: what the three switches below mean when ``auto`` (table
+            above).
+        recon_pass: ``separate`` (its own masked pass on the patch graph) | ``shared`` (decoded from the
+            masked pass with the super-node) | ``auto``.
+        residual_mode: with ``residual``: ``projection`` (only where widths differ, the reference's GAT) |
+            ``all`` (identity residuals where widths match, too) | ``auto``.
+        att_init: GAT attention-vector init, ``xavier`` | ``heads`` (:class:`~wsigraph.nn.gat.GATLayer`) |
+            ``auto``.
+        residual: residual connections (the ``Linear(D, hidden)`` projection of encoder layer 1, plus the
+            identity ones if ``residual_mode="all"``); never in the decoder's output layer.
         norm: ``layernorm`` | ``batchnorm`` | ``none``.
         activation: ``prelu`` | ``relu`` | ``elu`` | ``gelu`` | ``leaky_relu`` | ``tanh`` | ``none``.
         feat_drop: dropout on every graph layer's input.
@@ -130,8 +160,18 @@ class SRMIL(MILModel):
                  remask: str = "token", enc2dec_bias: bool = False, alpha: float = 1.0,
                  readout: str = "supernode", supernode_bidirectional: bool = True, embed_heads: str = "mean",
                  attn_hidden: int = 128, cls_hidden: int = 128, cls_drop: float = 0.059, w_gen: float = 1.8,
-                 w_ce: float = 1.0, token_init_std: float = 0.01, self_loops: bool = True):
+                 w_ce: float = 1.0, token_init_std: float = 0.01, self_loops: bool = True,
+                 variant: str = "twopass", recon_pass: str = "auto", residual_mode: str = "auto",
+                 att_init: str = "auto"):
         super().__init__(in_dim, num_classes)
+        self.variant = check_choice("variant", variant, tuple(VARIANTS))
+        preset = VARIANTS[self.variant]
+        switches = {"recon_pass": (recon_pass, RECON_PASSES), "residual_mode": (residual_mode, RESIDUAL_MODES),
+                    "att_init": (att_init, ATT_INITS)}
+        for key, (value, choices) in switches.items():
+            value = preset[key] if value == "auto" else value
+            setattr(self, key, check_choice(key, value, choices + ("auto",)))
+        self.identity_residual = self.residual_mode == "all"
         check_range("hidden", hidden, 1)
         check_range("mask_rate", mask_rate, 0.0, 1.0, high_open=True)
         check_range("alpha", alpha, 0.0, low_open=True)
@@ -163,7 +203,8 @@ class SRMIL(MILModel):
         else:
             self.reformer = nn.Identity()
         layer_args = dict(residual=residual, norm=norm, activation=activation, feat_drop=feat_drop,
-                          attn_drop=attn_drop, negative_slope=negative_slope)
+                          attn_drop=attn_drop, negative_slope=negative_slope,
+                          identity_residual=self.identity_residual, att_init=self.att_init)
         self.encoder = GNNEncoder(in_dim, hidden, hidden, num_layers, conv=encoder, heads=heads, out_heads=heads,
                                   **layer_args)
         self.decoder = GNNEncoder(hidden, hidden, in_dim, num_dec_layers, conv=decoder, heads=heads,
@@ -191,21 +232,23 @@ class SRMIL(MILModel):
         """Indices of the ``int(mask_rate * N)`` patches masked this step: (M,) int64."""
         return torch.randperm(num_nodes, device=device)[: int(self.mask_rate * num_nodes)]
 
-    def encoder_input(self, rx: Tensor, mask: Tensor | None = None) -> Tensor:
+    def encoder_input(self, rx: Tensor, mask: Tensor | None = None, supernode: bool | None = None) -> Tensor:
         """Encoder input from the reformed features ``rx = reformer(x)`` (N, D): rows ``mask`` replaced by
-        ``reformer(mask token)``, plus the row ``reformer(super token)`` when the super-node is used.
+        ``reformer(mask token)``, plus the row ``reformer(super token)`` when ``supernode`` (default: when
+        the super-node readout is used).
 
         The reformer is row-wise, so this equals reforming the masked input; ``rx`` is computed once per
-        step and shared by both passes.
+        step and shared by all passes.
         """
         n = rx.size(0)
-        if not self.use_supernode and mask is None:
+        supernode = self.use_supernode if supernode is None else supernode
+        if not supernode and mask is None:
             return rx
-        inp = rx.new_empty(n + int(self.use_supernode), rx.size(1))
+        inp = rx.new_empty(n + int(supernode), rx.size(1))
         inp[:n] = rx
         if mask is not None and mask.numel():
             inp[mask] = self.reformer(self.enc_mask_token.to(rx.dtype))
-        if self.use_supernode:
+        if supernode:
             inp[n:] = self.reformer(self.super_token.to(rx.dtype))
         return inp
 
@@ -250,9 +293,11 @@ class SRMIL(MILModel):
 
     def training_loss(self, data: Any, y: Tensor, class_weight: Tensor | None = None
                       ) -> tuple[Tensor, Tensor, dict[str, float]]:
-        """Masked pass (reconstruction + corrupted-graph CE) and complete pass (complete-graph CE).
+        """Reconstruction and corrupted-graph CE from the masked input (one shared pass or two, as
+        ``recon_pass`` says), complete-graph CE from the complete pass.
 
         Returns ``(loss, complete-graph logits (1, C) detached, {"ce_masked", "ce_full", "recon"})``.
+        A term whose weight is zero (``w_gen = 0``, or ``w_ce = 2`` for the masked CE) is not computed.
         """
         x = self.features(data)
         n = x.size(0)
@@ -260,14 +305,21 @@ class SRMIL(MILModel):
         rx = self.reformer(x)
         zero = x.new_zeros(())
         ce_masked, recon = zero, zero
-        if self.w_gen > 0 or self.w_ce < 2:
+        want_recon, want_masked_ce = self.w_gen > 0, self.w_ce < 2
+        if want_recon or want_masked_ce:
             mask = self.sample_mask(n, x.device)
-            h, _ = self.encode(rx, graph, mask)
-            if self.w_ce < 2:
-                ce_masked = self.cross_entropy(self.classify(h, n)[0], y, class_weight)
-            if self.w_gen > 0 and mask.numel():
+            want_recon = want_recon and mask.numel() > 0
+            if self.recon_pass == "separate" and want_recon:
+                h, _ = self.encoder(self.encoder_input(rx, mask, supernode=False), patch_graph)
                 recon = sce_loss(self.reconstruct(h, patch_graph, mask), x, self.alpha, rows=mask)
-            del h
+                del h
+            if want_masked_ce or (want_recon and self.recon_pass == "shared"):
+                h, _ = self.encode(rx, graph, mask)
+                if want_masked_ce:
+                    ce_masked = self.cross_entropy(self.classify(h, n)[0], y, class_weight)
+                if want_recon and self.recon_pass == "shared":
+                    recon = sce_loss(self.reconstruct(h, patch_graph, mask), x, self.alpha, rows=mask)
+                del h
         inp = self.encoder_input(rx)
         del rx
         h, _ = self.encoder(inp, graph)
