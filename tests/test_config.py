@@ -158,6 +158,27 @@ def test_init_config_cli_writes_loadable_commented_yaml(tmp_path, capsys):
     assert config_to_yaml(cfg, comments=False)  # plain YAML also renders
 
 
+def test_init_config_paper_recipe(tmp_path):
+    out = tmp_path / "paper.yaml"
+    assert main(["init-config", "--recipe", "paper", "--out", str(out)]) == 0
+    assert "SRMIL reference code's recipe" in out.read_text()
+    cfg = load_experiment_config(out)
+    assert cfg.model.params["variant"] == "reference"
+    t = cfg.train
+    assert (t.precision, t.shuffle, t.select_epoch_base, t.select_ties) == ("32-true", "once", 0, "later")
+    assert cfg.data.val_frac == 0.15 and t.class_weights == "none" and t.epochs == 100
+    assert default_config("srmil").model.params["variant"] == "twopass"
+    # a baseline takes the training part of the recipe; it has no 'variant'
+    abmil = default_config("abmil", recipe="paper")
+    assert "variant" not in abmil.model.params and abmil.train.shuffle == "once"
+    with pytest.raises(ConfigError, match="recipe"):
+        default_config("srmil", recipe="papers")
+    for override, key in (("train.shuffle=twice", "shuffle"), ("train.select_ties=middle", "select_ties"),
+                          ("train.select_epoch_base=2", "select_epoch_base")):
+        with pytest.raises(ConfigError, match=key):
+            load_experiment_config(out, [override])
+
+
 def test_train_cli_reports_config_errors(tmp_path, capsys):
     p = write_yaml(tmp_path / "e.yaml", {"data": {"manifest": "m.csv"}, "trian": {}})
     assert main(["train", "--config", str(p)]) == 2

@@ -378,6 +378,39 @@ def test_selection_rule_accuracy_then_auc_after_60_percent(tmp_path):
     assert sel2.best_epoch == 8 and sel2.best_key == sel.best_key
 
 
+def test_reference_selection_rule_window_and_later_ties(tmp_path):
+    """The SRMIL reference: 0-based ``epoch > 0.6 * E`` and a full tie goes to the later epoch."""
+    acc = [0.5] * 6 + [0.9, 0.8, 0.8, 0.8]   # epoch 6 (0-based) is in wsigraph's window, not the reference's
+    auc = [0.5] * 6 + [0.9, 0.7, 0.8, 0.8]   # epochs 8 and 9 tie fully
+    history = [{"accuracy": a, "auc": u} for a, u in zip(acc, auc)]
+    ours = ModelSelection(tmp_path / "a.ckpt", {}, select_after=0.6)
+    run_selection(ours, history)
+    assert ours.best_epoch == 6
+    ref = ModelSelection(tmp_path / "b.ckpt", {}, select_after=0.6, epoch_base=0, ties="later")
+    run_selection(ref, history)
+    assert ref.best_epoch == 9
+    assert [ref.eligible(e, 100) for e in (60, 61)] == [False, True]
+    assert [ours.eligible(e, 100) for e in (59, 60)] == [False, True]
+    earlier = ModelSelection(tmp_path / "c.ckpt", {}, select_after=0.6, epoch_base=0)
+    run_selection(earlier, history)
+    assert earlier.best_epoch == 8
+
+
+def test_shuffle_once_keeps_one_order():
+    from wsigraph.train.lightning_module import EpochShuffleSampler
+
+    every = EpochShuffleSampler(20, seed=3)
+    once = EpochShuffleSampler(20, seed=3, reshuffle=False)
+    orders, fixed = [], []
+    for epoch in range(3):
+        every.set_epoch(epoch)
+        once.set_epoch(epoch)
+        orders.append(list(every))
+        fixed.append(list(once))
+    assert orders[0] != orders[1] and fixed[0] == fixed[1] == fixed[2] == orders[0]
+    assert sorted(fixed[0]) == list(range(20)) and fixed[0] != list(range(20))
+
+
 def test_selection_on_loss_and_early_stopping(tmp_path):
     history = [{"accuracy": 0.5, "auc": 0.5, "loss": v} for v in (0.9, 0.5, 0.6, 0.7, 0.4, 0.3)]
     sel = ModelSelection(tmp_path / "best.ckpt", {}, metric="loss", tiebreak=None, select_after=0.0, patience=2)

@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="srmil", help="model name (its constructor defaults are written)")
     p.add_argument("--manifest", default="manifest.csv", help="value of data.manifest")
     p.add_argument("--features", default="features", help="value of data.feature_dir")
+    p.add_argument("--recipe", default="default", choices=("default", "paper"),
+                   help="default: wsigraph's defaults; paper: the SRMIL reference code's computation and "
+                        "training (model.variant=reference, fp32, one data order, its selection rule)")
     p.add_argument("--out", "-o", default=None, help="YAML file to write (default: print)")
     p.set_defaults(func=_init_config)
 
@@ -96,8 +99,10 @@ def _init_config(args: argparse.Namespace) -> int:
     from wsigraph.train.config import default_config
     from wsigraph.utils.atomic import atomic_write_text
 
-    cfg = default_config(args.model, manifest=args.manifest, feature_dir=args.features)
-    text = ("# wsigraph experiment config (defaults: the SRMIL paper's recipe). Edit, then run:\n"
+    cfg = default_config(args.model, manifest=args.manifest, feature_dir=args.features, recipe=args.recipe)
+    title = ("the SRMIL reference code's recipe (--recipe paper)" if args.recipe == "paper"
+             else "wsigraph's defaults")
+    text = (f"# wsigraph experiment config ({title}). Edit, then run:\n"
             "#   wsigraph train --config THIS.yaml [key=value ...]\n" + config_to_yaml(cfg, comments=True))
     if args.out:
         atomic_write_text(args.out, text)

@@ -24,6 +24,8 @@ except ImportError:  # pragma: no cover - while wsigraph.graph's __init__ does n
 
 SPLIT_MODES = ("auto", "manifest", "kfold", "csv")
 SELECT_METRICS = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa", "loss")
+SELECT_TIES = ("earlier", "later")
+SHUFFLES = ("epoch", "once", "none")
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16", "16-mixed", "16", "64-true", "64", "bf16-true")
 
 
@@ -88,8 +90,15 @@ class TrainConfig:
                                default="accuracy")
     select_tiebreak: Optional[str] = _help("metric breaking ties of select_metric (null: none)", default="auc")
     select_after: float = _help("select only after this fraction of the epochs", default=0.6)
+    select_epoch_base: int = _help("epoch numbering of select_after: 1 (epoch e of 1..E is eligible when "
+                                   "e > select_after * E; 100 epochs -> 61..100) | 0 (0-based index > "
+                                   "select_after * E, the SRMIL reference; -> 62..100)", default=1)
+    select_ties: str = _help("a full tie (select_metric and tiebreak equal) keeps the earlier epoch | takes "
+                             "the later one (the SRMIL reference)", default="earlier")
     early_stopping_patience: Optional[int] = _help(
         "stop after this many eligible epochs without improvement (null: never)", default=None)
+    shuffle: str = _help("training order: epoch (a new seeded order every epoch) | once (one seeded order "
+                         "kept for every epoch, the SRMIL reference) | none (manifest order)", default="epoch")
     class_weights: Union[str, list[float]] = _help("none | balanced | list of one weight per class",
                                                    default="none")
     precision: str = _help("auto (bf16-mixed on CUDA, 32-true on CPU) or a Lightning precision", default="auto")
@@ -119,6 +128,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be one of {list(SELECT_METRICS)}, got {v!r}")
         if not 0.0 <= self.select_after < 1.0:
             raise ConfigError(f"select_after must be in [0, 1), got {self.select_after}")
+        if self.select_epoch_base not in (0, 1):
+            raise ConfigError(f"select_epoch_base must be 0 or 1, got {self.select_epoch_base}")
+        if self.select_ties not in SELECT_TIES:
+            raise ConfigError(f"select_ties must be one of {list(SELECT_TIES)}, got {self.select_ties!r}")
+        if self.shuffle not in SHUFFLES:
+            raise ConfigError(f"shuffle must be one of {list(SHUFFLES)}, got {self.shuffle!r}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ConfigError(f"early_stopping_patience must be >= 1 or null, got {self.early_stopping_patience}")
         if isinstance(self.class_weights, str) and self.class_weights not in ("none", "balanced"):
@@ -251,16 +266,38 @@ def load_experiment_config(src: str | os.PathLike | Mapping[str, Any] | None,
     return cfg
 
 
+#: Named starting points of ``wsigraph init-config --recipe``: settings that differ from the defaults.
+#: ``paper`` reproduces the SRMIL reference code (wwyi1828/SRMIL at 7bb63e8): the authors' computation
+#: (``variant: reference``, SRMIL only), fp32 everywhere, one data order for all epochs, its selection
+#: window and tie rule, and its 15% validation split. The other defaults (100 epochs, AdamW 5e-4 / 1e-5,
+#: cosine schedule, selection on validation accuracy with AUC ties after 60% of the epochs, no class
+#: weights) are already the reference's.
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {},
+    "paper": {
+        "model": {"variant": "reference"},
+        "train": {"precision": "32-true", "shuffle": "once", "select_epoch_base": 0, "select_ties": "later"},
+        "data": {"val_frac": 0.15},
+    },
+}
+
+
 def default_config(model: str = "srmil", manifest: str = "manifest.csv",
-                   feature_dir: str | None = "features") -> ExperimentConfig:
-    """The defaults (the SRMIL paper's training recipe) with every constructor argument of ``model``."""
-    params = resolved_model_params(model, {})
-    return ExperimentConfig(data=DataConfig(manifest=manifest, feature_dir=feature_dir),
-                            model=ModelConfig(name=model, params=params))
+                   feature_dir: str | None = "features", recipe: str = "default") -> ExperimentConfig:
+    """The defaults with every constructor argument of ``model``, changed as ``recipe`` (a key of
+    :data:`RECIPES`) says; the ``model`` part of a recipe applies to the models that take those
+    arguments."""
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; valid recipes: {', '.join(RECIPES)}")
+    spec = RECIPES[recipe]
+    defaults, _ = model_signature_defaults(model)
+    params = resolved_model_params(model, {k: v for k, v in spec.get("model", {}).items() if k in defaults})
+    return ExperimentConfig(data=DataConfig(manifest=manifest, feature_dir=feature_dir, **spec.get("data", {})),
+                            model=ModelConfig(name=model, params=params), train=TrainConfig(**spec.get("train", {})))
 
 
 __all__ = [
     "ExperimentConfig", "DataConfig", "GraphConfig", "ModelConfig", "TrainConfig",
     "load_experiment_config", "default_config", "validate_model_params", "resolved_model_params",
-    "SELECT_METRICS",
+    "SELECT_METRICS", "RECIPES",
 ]

@@ -99,16 +99,17 @@ def make_dataset(paths: Sequence[Path], slide_ids: Sequence[str], labels: Sequen
                         slide_ids=[str(s) for s in slide_ids], graph=graph, cache_dir=cache_dir)
 
 
-def make_loader(dataset: Any, *, shuffle: bool = False, num_workers: int = 0, seed: int | None = None) -> Any:
+def make_loader(dataset: Any, *, shuffle: bool = False, num_workers: int = 0, seed: int | None = None,
+                reshuffle: bool = True) -> Any:
     """PyG ``DataLoader`` with one slide per batch; ``shuffle`` uses an :class:`EpochShuffleSampler`
-    (order a function of ``(seed, epoch)``)."""
+    (order a function of ``(seed, epoch)``, or of ``seed`` alone when not ``reshuffle``)."""
     from torch_geometric.loader import DataLoader
 
     sampler = None
     if shuffle:
         from wsigraph.train.lightning_module import EpochShuffleSampler
 
-        sampler = EpochShuffleSampler(len(dataset), 0 if seed is None else seed)
+        sampler = EpochShuffleSampler(len(dataset), 0 if seed is None else seed, reshuffle=reshuffle)
     # an own generator: creating the loader's iterator then draws no number from the global RNG, whose
     # state (model masking, dropout) stays a function of (seed, epoch) -- see MILLightningModule(seed=)
     gen = torch.Generator()

@@ -25,17 +25,19 @@ SCALAR_LOG_KEYS = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa", 
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler):
-    """Shuffles ``range(n)`` with a permutation that depends only on ``(seed, epoch)``.
+    """Shuffles ``range(n)`` with a permutation that depends only on ``(seed, epoch)``; with
+    ``reshuffle=False``, one permutation of ``seed`` for every epoch (the SRMIL reference shuffles its list
+    once).
 
     Lightning calls ``set_epoch`` at every epoch, so a run resumed from ``last.ckpt`` sees the same data
     order as an uninterrupted one.
     """
 
-    def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch = int(n), int(seed), 0
+    def __init__(self, n: int, seed: int = 0, reshuffle: bool = True):
+        self.n, self.seed, self.epoch, self.reshuffle = int(n), int(seed), 0, bool(reshuffle)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.epoch = int(epoch) if self.reshuffle else 0
 
     def __iter__(self) -> Any:
         g = torch.Generator()

@@ -343,12 +343,14 @@ def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k
                                                   cfg.data.cache_dir))
                 for p, s in subs.items() if len(s)}
     nw = cfg.data.num_workers
-    train_loader = make_loader(datasets["train"], shuffle=True, num_workers=nw, seed=t.seed)
+    train_loader = make_loader(datasets["train"], shuffle=t.shuffle != "none", num_workers=nw, seed=t.seed,
+                               reshuffle=t.shuffle == "epoch")
     val_loader = make_loader(datasets["val"], num_workers=nw) if "val" in datasets else None
     if val_loader is None:
         log.warning("fold %d: no validation slides; the last epoch's weights are kept", k)
     selection = ModelSelection(fold_dir / "best.ckpt", meta, metric=t.select_metric, tiebreak=t.select_tiebreak,
-                               select_after=t.select_after, patience=t.early_stopping_patience)
+                               select_after=t.select_after, patience=t.early_stopping_patience,
+                               epoch_base=t.select_epoch_base, ties=t.select_ties)
     with quiet_lightning(), keep_torch_flags():
         trainer = L.Trainer(
             max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,

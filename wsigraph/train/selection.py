@@ -1,9 +1,10 @@
 """Model selection on validation (the SRMIL paper's rule), early stopping and the per-epoch log line.
 
 :class:`ModelSelection`: from the first epoch after ``select_after * max_epochs`` on (1-based epoch
-``e`` is eligible when ``e > select_after * max_epochs``; 100 epochs, 0.6 -> epochs 61..100), the weights
-with the best validation ``metric`` are kept, ties broken by ``tiebreak`` (accuracy, then AUC, in the
-paper); a later epoch replaces the kept one only when strictly better. The kept weights are written
+``e`` is eligible when ``e > select_after * max_epochs``; 100 epochs, 0.6 -> epochs 61..100; with
+``epoch_base=0``, the reference's 0-based count, 62..100), the weights with the best validation ``metric``
+are kept, ties broken by ``tiebreak`` (accuracy, then AUC, in the paper); a later epoch replaces the kept
+one only when strictly better (``ties="later"``: also on a full tie, as the reference). The kept weights are written
 atomically as a wsigraph checkpoint (``best.ckpt``, readable with ``weights_only=True``). Optional early
 stopping: stop after ``patience`` eligible epochs without improvement. The callback's state (best score,
 epoch, patience counter) is stored in Lightning's ``last.ckpt``, so a resumed run selects as an
@@ -47,15 +48,21 @@ class ModelSelection(Callback):
         metadata: :func:`~wsigraph.train.checkpoint.make_metadata` output (model name, params, classes...).
         metric / tiebreak: validation metrics (``tiebreak`` None: no tie-break).
         select_after: fraction of ``max_epochs`` before which nothing is selected.
+        epoch_base: 1 (epochs numbered 1..E, wsigraph) or 0 (0-based, the SRMIL reference) in the
+            ``select_after`` rule.
+        ties: ``earlier`` (a full tie keeps the kept weights) | ``later`` (the later epoch replaces them, the
+            SRMIL reference).
         patience: early stopping after this many eligible epochs without improvement (None: off).
     """
 
     def __init__(self, path: str | os.PathLike, metadata: dict, metric: str = "accuracy",
-                 tiebreak: str | None = "auc", select_after: float = 0.6, patience: int | None = None):
+                 tiebreak: str | None = "auc", select_after: float = 0.6, patience: int | None = None,
+                 epoch_base: int = 1, ties: str = "earlier"):
         self.path = Path(path)
         self.metadata = dict(metadata)
         self.metric, self.tiebreak = metric, tiebreak
         self.select_after = float(select_after)
+        self.epoch_base, self.ties = int(epoch_base), ties
         self.patience = patience
         self.best_key: tuple[float, float] | None = None
         self.best_epoch: int | None = None
@@ -68,8 +75,9 @@ class ModelSelection(Callback):
         return "wsigraph.ModelSelection"
 
     def eligible(self, epoch: int, max_epochs: int) -> bool:
-        """0-based ``epoch`` may be selected."""
-        return (epoch + 1) > self.select_after * max_epochs
+        """0-based ``epoch`` may be selected: its number (counted from ``epoch_base``) exceeds
+        ``select_after * max_epochs``."""
+        return (epoch + self.epoch_base) > self.select_after * max_epochs
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
@@ -79,7 +87,7 @@ class ModelSelection(Callback):
             return
         metrics = pl_module.last_val_metrics
         key = (_score(metrics, self.metric), _score(metrics, self.tiebreak))
-        if self.best_key is None or key > self.best_key:
+        if self.best_key is None or key > self.best_key or (self.ties == "later" and key == self.best_key):
             self.best_key, self.best_epoch, self.wait = key, epoch, 0
             self.best_metrics = _scalars(metrics)
             self._save(trainer, pl_module, epoch)
