@@ -117,6 +117,10 @@ def test_cv_run_outputs(cv_run, cohort_dir):
         hist = pd.read_csv(d / "history.csv")
         assert list(hist["epoch"]) == [1, 2, 3] and np.isfinite(hist["train_loss"]).all()
         assert {"train_recon", "val_accuracy", "lr"} <= set(hist.columns)
+        # SRMIL's super-node attention is a distribution; the synthetic slides carry lesion labels
+        assert ((hist["val_attn_eff_frac"] > 0) & (hist["val_attn_eff_frac"] <= 1)).all()
+        assert ((hist["val_attn_lesion_mass"] >= 0) & (hist["val_attn_lesion_mass"] <= 1)).all()
+        assert ((hist["val_lesion_frac"] > 0) & (hist["val_lesion_frac"] < 1)).all()
     summary = json.loads((cv_run / "summary.json").read_text())
     assert summary["metrics"]["test_accuracy"]["mean"] == pytest.approx(np.mean(per_fold_acc))
     assert summary["metrics"]["test_accuracy"]["std"] == pytest.approx(np.std(per_fold_acc, ddof=1))
@@ -394,6 +398,20 @@ def test_reference_selection_rule_window_and_later_ties(tmp_path):
     earlier = ModelSelection(tmp_path / "c.ckpt", {}, select_after=0.6, epoch_base=0)
     run_selection(earlier, history)
     assert earlier.best_epoch == 8
+
+
+def test_attention_stats():
+    from wsigraph.train.lightning_module import attention_stats
+
+    uniform = torch.full((10,), 0.1)
+    labels = torch.tensor([1, 1] + [0] * 8)
+    assert attention_stats(uniform, labels) == pytest.approx((1.0, 0.2, 0.2))
+    peaked = torch.tensor([0.5, 0.5] + [0.0] * 8)
+    assert attention_stats(peaked, labels) == pytest.approx((0.2, 1.0, 0.2))
+    eff, mass, frac = attention_stats(peaked, torch.zeros(10, dtype=torch.long))  # no lesion patch
+    assert eff == pytest.approx(0.2) and np.isnan(mass) and np.isnan(frac)
+    assert all(np.isnan(v) for v in attention_stats(torch.randn(10), labels))  # logits, not a distribution
+    assert all(np.isnan(v) for v in attention_stats(None, labels))
 
 
 def test_shuffle_once_keeps_one_order():

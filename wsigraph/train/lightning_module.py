@@ -22,6 +22,32 @@ import torch.nn.functional as F
 from wsigraph.train.metrics import classification_metrics
 
 SCALAR_LOG_KEYS = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa", "loss")
+#: per-epoch attention diagnostics on the evaluated slides (models whose patch scores are a distribution):
+#: ``attn_eff_frac`` = exp(entropy) / N, the effective share of a slide's patches attended (1 = uniform),
+#: averaged over slides; ``attn_lesion_mass`` = attention mass on ground-truth lesion patches
+#: (``patch_labels``), and ``lesion_frac`` the mass uniform attention would give them, averaged over the
+#: slides that hold lesion patches.
+ATTENTION_KEYS = ("attn_eff_frac", "attn_lesion_mass", "lesion_frac")
+
+
+def attention_stats(scores: torch.Tensor | None, patch_labels: torch.Tensor | None) -> tuple[float, float, float]:
+    """``(effective share attended, mass on lesion patches, lesion share)`` of one slide's patch scores
+    (N,); NaN where the scores are not a distribution (negative or not summing to 1) or the slide has no
+    lesion patches."""
+    nan = float("nan")
+    if scores is None or scores.numel() == 0:
+        return nan, nan, nan
+    p = scores.detach().double().view(-1)
+    if bool((p < 0).any()) or abs(float(p.sum()) - 1.0) > 1e-3:
+        return nan, nan, nan
+    entropy = -float(torch.special.xlogy(p, p).sum())
+    eff = float(np.exp(entropy)) / p.numel()
+    if patch_labels is None or patch_labels.numel() != p.numel():
+        return eff, nan, nan
+    lesion = patch_labels.view(-1).to(p.device) > 0
+    if not bool(lesion.any()):
+        return eff, nan, nan
+    return eff, float(p[lesion].sum()), float(lesion.double().mean())
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler):
@@ -116,7 +142,7 @@ class MILLightningModule(L.LightningModule):
         self.metadata = dict(metadata or {})
         cw = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
         self.register_buffer("class_weight", cw, persistent=False)
-        self._outputs: list[tuple[int, int, torch.Tensor, float]] = []
+        self._outputs: list[tuple[int, int, torch.Tensor, float, tuple[float, float, float]]] = []
         self.last_val_metrics: dict[str, Any] = {}
         self.last_val_predictions: dict[str, np.ndarray] = {}
         self._train_parts: dict[str, list[float]] = {}
@@ -178,7 +204,8 @@ class MILLightningModule(L.LightningModule):
         y = self._label(batch)
         loss = float(F.cross_entropy(logits, y.clamp(min=0)).item()) if int(y) >= 0 else float("nan")
         pos = int(batch.sample_pos.view(-1)[0]) if hasattr(batch, "sample_pos") else len(self._outputs)
-        self._outputs.append((pos, int(y), torch.softmax(logits, dim=-1)[0].detach(), loss))
+        attn = attention_stats(out.patch_scores, getattr(batch, "patch_labels", None))
+        self._outputs.append((pos, int(y), torch.softmax(logits, dim=-1)[0].detach(), loss, attn))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch)
@@ -197,24 +224,25 @@ class MILLightningModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._finish_eval("test")
 
-    def _gather_outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(pos, y, probs, loss) of every slide over all ranks, sorted by position, duplicates removed."""
+    def _gather_outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(pos, y, probs, loss, attention stats (n, 3)) of every slide over all ranks, sorted by position,
+        duplicates removed."""
         c = len(self.classes)
-        rows = [torch.cat([torch.tensor([p, y, l], dtype=torch.float64), pr.double().cpu()])
-                for p, y, pr, l in self._outputs]
-        local = torch.stack(rows) if rows else torch.zeros((0, 3 + c), dtype=torch.float64)
+        rows = [torch.cat([torch.tensor([p, y, l, *a], dtype=torch.float64), pr.double().cpu()])
+                for p, y, pr, l, a in self._outputs]
+        local = torch.stack(rows) if rows else torch.zeros((0, 6 + c), dtype=torch.float64)
         if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             local = _all_gather_rows(local.to(self.device)).cpu()
         arr = local.numpy()
         _, first = np.unique(arr[:, 0].astype(np.int64), return_index=True)
         arr = arr[first]
-        return arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 3:], arr[:, 2]
+        return arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 6:], arr[:, 2], arr[:, 3:6]
 
     def _finish_eval(self, stage: str) -> None:
         if self.trainer.sanity_checking:
             self._outputs = []
             return
-        pos, y, probs, loss = self._gather_outputs()
+        pos, y, probs, loss, attn = self._gather_outputs()
         metrics: dict[str, Any] | None = None
         if self.trainer.is_global_zero:
             import warnings
@@ -224,6 +252,10 @@ class MILLightningModule(L.LightningModule):
                 warnings.simplefilter("ignore")
                 metrics = classification_metrics(y[labeled], probs[labeled], self.classes, ordinal=self.ordinal)
             metrics["loss"] = float(np.nanmean(loss)) if labeled.any() else float("nan")
+            for j, key in enumerate(ATTENTION_KEYS):
+                col = attn[:, j]
+                if np.isfinite(col).any():
+                    metrics[key] = float(np.nanmean(col))
         if self.trainer.world_size > 1:
             metrics = self.trainer.strategy.broadcast(metrics, src=0)
         assert metrics is not None
@@ -243,4 +275,5 @@ class MILLightningModule(L.LightningModule):
         checkpoint[LIGHTNING_KEY] = plain({**self.metadata, "epoch": int(self.current_epoch)})
 
 
-__all__ = ["MILLightningModule", "PositionedDataset", "EpochShuffleSampler", "epoch_seed"]
+__all__ = ["MILLightningModule", "PositionedDataset", "EpochShuffleSampler", "epoch_seed", "attention_stats",
+           "ATTENTION_KEYS"]

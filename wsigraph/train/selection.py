@@ -25,6 +25,7 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback, Checkpoint, TQDMProgressBar
 
 from wsigraph.train.checkpoint import save_checkpoint
+from wsigraph.train.lightning_module import ATTENTION_KEYS
 
 log = logging.getLogger("wsigraph")
 
@@ -156,7 +157,7 @@ class EpochLog(Callback):
         for k, v in parts.items():
             row[f"train_{k}"] = v
         val = getattr(pl_module, "last_val_metrics", {}) or {}
-        for k in ("loss", "accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa"):
+        for k in ("loss", "accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa", *ATTENTION_KEYS):
             if k in val:
                 row[f"val_{k}"] = float(val[k])
         opt = trainer.optimizers[0] if trainer.optimizers else None
