@@ -9,6 +9,7 @@ features of width D.
     python benchmarks/train_step.py --threads 1           # one torch thread, comparable with graph_build.py
     python benchmarks/train_step.py --sizes 1000 10000 --models srmil --device cuda
     python benchmarks/train_step.py --quick --out train_step.md   # N = 1k, D = 64: a smoke run in seconds
+    python benchmarks/train_step.py --models srmil srmil:variant=reference --sizes 870   # model arguments
 
 Prints Markdown (and writes it atomically to ``--out``): a ``## Training step`` heading, a line naming the
 machine, torch thread count and setup, then the table: seconds per step (mean of ``--steps`` after one
@@ -77,6 +78,21 @@ def build_graph(n: int):
         return fallback, "benchmark lattice"
 
 
+def parse_model_spec(spec: str) -> tuple[str, dict]:
+    """``"srmil:variant=reference,w_gen=0"`` -> ``("srmil", {"variant": "reference", "w_gen": 0})`` (values
+    read as YAML scalars)."""
+    import yaml
+
+    name, _, rest = spec.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--models {spec!r}: expected name:key=value,key=value")
+        params[key.strip()] = yaml.safe_load(value)
+    return name, params
+
+
 def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: int | None) -> dict:
     import torch
     from torch_geometric.data import Data
@@ -88,7 +104,8 @@ def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: 
     torch.manual_seed(0)
     edge_index, builder = build_graph(n)
     data = Data(x=torch.randn(n, dim), edge_index=edge_index, slide_id=f"lattice{n}").to(device)
-    model = build_model(model_name, dim, 2).to(device)
+    name, params = parse_model_spec(model_name)
+    model = build_model(name, dim, 2, **params).to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=1e-5)
     y = torch.tensor([1], device=device)

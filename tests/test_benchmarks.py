@@ -257,6 +257,18 @@ def test_train_step_worker_pins_threads_and_reports_peak_before_first_step():
     assert 0 < r["peak_rss_before_first_step_gib"] <= r["peak_rss_gib"]
 
 
+def test_train_step_model_spec_passes_arguments():
+    import train_step
+
+    assert train_step.parse_model_spec("srmil:variant=reference,w_gen=0,residual=false") == (
+        "srmil", {"variant": "reference", "w_gen": 0, "residual": False})
+    assert train_step.parse_model_spec("abmil") == ("abmil", {})
+    with pytest.raises(SystemExit, match="key=value"):
+        train_step.parse_model_spec("srmil:variant")
+    r = train_step.worker("srmil:variant=reference,hidden=16,heads=2", 40, 8, "cpu", 1, threads=None)
+    assert r["model"] == "srmil:variant=reference,hidden=16,heads=2" and r["sec_per_step"] > 0
+
+
 # --------------------------------------------------------------------------------------------------
 # extract.py: default slide, temporary folder, --json
 # --------------------------------------------------------------------------------------------------
