@@ -255,6 +255,17 @@ def test_checkpoint_mismatch_errors(cv_run, tmp_path):
     torch.save({**raw, "model": {**raw["model"], "in_dim": 16}}, wrong_dim)
     with pytest.raises(InputError, match="wrong_dim.ckpt"):
         load_checkpoint(wrong_dim).build_model()
+    # a checkpoint from before SRMIL's `variant` argument rebuilds the computation it was trained with
+    assert raw["model"]["params"]["variant"] == "twopass"
+    old = tmp_path / "old.ckpt"
+    old_params = {k: v for k, v in raw["model"]["params"].items()
+                  if k not in ("variant", "recon_pass", "residual_mode", "att_init")}
+    torch.save({**raw, "model": {**raw["model"], "params": old_params}}, old)
+    assert load_checkpoint(old).build_model().variant == "twopass"
+    ref = tmp_path / "ref.ckpt"
+    torch.save({**raw, "model": {**raw["model"], "params": {**old_params, "variant": "reference"}}}, ref)
+    rebuilt = load_checkpoint(ref).build_model()
+    assert rebuilt.variant == "reference" and rebuilt.encoder.layers[1].res is None
     plain = tmp_path / "plain.pt"
     torch.save({"weights": torch.zeros(2)}, plain)
     with pytest.raises(InputError, match="not a wsigraph checkpoint"):

@@ -151,6 +151,8 @@ class SRMIL(MILModel):
     """
 
     needs_graph = True
+    #: a checkpoint written before ``variant`` existed was trained with the two-pass computation
+    legacy_arguments = {"variant": "twopass"}
 
     def __init__(self, in_dim: int, num_classes: int, *, hidden: int = 256, heads: int = 4, num_layers: int = 2,
                  num_dec_layers: int = 2, dec_out_heads: int = 1, encoder: str = "gat", decoder: str = "gat",

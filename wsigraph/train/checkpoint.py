@@ -61,11 +61,14 @@ class Checkpoint:
 
     def build_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """Rebuild the model and load the weights (strict). InputError naming the file on a mismatch."""
-        from wsigraph.nn import build_model
+        from wsigraph.nn import build_model, model_class
 
         where = self.path or "checkpoint"
         try:
-            model = build_model(self.model_name, self.in_dim, self.num_classes, **self.model_params)
+            # arguments added to a model after checkpoints were written take the value that reproduces the
+            # computation those checkpoints were trained with (not today's default)
+            legacy = dict(getattr(model_class(self.model_name), "legacy_arguments", {}))
+            model = build_model(self.model_name, self.in_dim, self.num_classes, **{**legacy, **self.model_params})
         except InputError as e:
             raise InputError(f"{where}: cannot rebuild model {self.model_name!r}: {e}") from e
         except TypeError as e:
