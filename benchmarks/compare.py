@@ -39,6 +39,8 @@ def results_markdown(cfg, out: Path, command: str) -> str:
     for c in cfg.cohorts:
         syn = ", ".join(f"{k}={v}" for k, v in (c.synthetic or {}).items())
         folds = f"{c.n_folds} folds" + (f", the i-th seed runs fold i mod {c.n_folds}" if c.fold_per_seed else "")
+        if c.vary_synthetic_seed:
+            folds = f"one cohort per run seed s (generator seed {c.base_synthetic_seed()} + s); " + folds
         cohorts.append(f"- `{c.name}`: synthetic ({syn}); {folds}, split_seed {c.split_seed}" if c.synthetic
                        else f"- `{c.name}`: {c.manifest}; {folds}")
     models = [f"`{m.label}`" + (f" ({m.name}: " + ", ".join(f"{k}={v}" for k, v in m.params.items()) + ")"

@@ -295,3 +295,103 @@ def test_compare_script_writes_the_results_section(bench, tmp_path):
     assert text.startswith("# Results\n\nhand-written text\n\n<!-- BEGIN accuracy -->\n## Accuracy")
     assert text.endswith("<!-- END accuracy -->\n\ntail\n") and "\nold\n" not in text
     assert "#### lesion" in text and "| srmil |" in text and "cannot give p below 0.5" in text
+
+
+def _varied_config(out: Path, seeds=(0, 1)) -> dict:
+    return {"output_dir": str(out), "seeds": list(seeds), "reference": "mean", "localization_k": [3],
+            "cohorts": [{"name": "v", "synthetic": {"n_slides": 10, "dim": 8, "grid": [12, 16], "seed": 40,
+                                                    "mode": "contiguity"},
+                         "vary_synthetic_seed": True, "n_folds": 2, "folds": [0]}],
+            "models": [{"name": "mean", "params": {"hidden": 4}}, {"label": "mean6", "name": "mean",
+                                                                    "params": {"hidden": 6}}],
+            "train": {"epochs": 1, "bootstrap": 0, "select_after": 0.0}}
+
+
+def test_vary_synthetic_seed_one_cohort_per_seed_resumable(tmp_path):
+    """vary_synthetic_seed: run seed s trains on a cohort generated with synthetic seed base + s (own folder,
+    splits and graph cache); every model of seed s sees that cohort and its splits; a rerun regenerates and
+    retrains nothing; more seeds add cohorts and leave the others alone."""
+    out = tmp_path / "out"
+    runs = run_benchmark(load_bench_config(_varied_config(out)), progress=False)
+    assert sorted(zip(runs["model"], runs["seed"])) == [("mean", 0), ("mean", 1), ("mean6", 0), ("mean6", 1)]
+    roots = {s: out / "cohorts" / "v" / f"seed_{s}" for s in (0, 1)}
+    for s, root in roots.items():
+        assert json.loads((root / "synthetic.json").read_text())["seed"] == 40 + s
+        assert (out / "splits" / "v" / f"seed_{s}.csv").exists()
+        assert list((out / "graph_cache" / "v" / f"seed_{s}").glob("*.pt"))
+        splits = set()
+        for model in ("mean", "mean6"):
+            run = out / "runs" / "v" / model / f"seed_{s}"
+            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            assert cfg["data"]["manifest"] == str(root / "manifest.csv")
+            assert cfg["data"]["feature_dir"] == str(root / "features")
+            assert cfg["data"]["splits_csv"] == str(out / "splits" / "v" / f"seed_{s}.csv")
+            assert cfg["data"]["cache_dir"] == str(out / "graph_cache" / "v" / f"seed_{s}")
+            splits.add((run / "splits.csv").read_text())
+        assert len(splits) == 1  # both models of a seed: the same splits
+    assert not (out / "cohorts" / "v" / "manifest.csv").exists()  # no cohort outside the seed folders
+    import h5py
+
+    with h5py.File(roots[0] / "features" / "syn_000.h5") as a, h5py.File(roots[1] / "features" / "syn_000.h5") as b:
+        assert a["features"].shape != b["features"].shape or not np.array_equal(a["features"][()], b["features"][()])
+    assert "a cohort per seed (generator seed 40 + run seed)" in (out / "table.md").read_text()
+
+    stamps = {p: p.stat().st_mtime_ns for p in [*out.glob("cohorts/v/seed_*/synthetic.json"),
+                                                  *out.glob("runs/v/*/seed_*/fold_0/results.json")]}
+    assert len(stamps) == 2 + 4
+    again = run_benchmark(load_bench_config(_varied_config(out, seeds=(0, 1, 2))), progress=False)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing regenerated or retrained
+    assert json.loads((out / "cohorts" / "v" / "seed_2" / "synthetic.json").read_text())["seed"] == 42
+    assert len(again) == 6 and set(again["seed"]) == {0, 1, 2}
+    assert json.loads((out / "bench_info.json").read_text())["folds_trained_last_invocation"] == 2
+
+    # turning it off on the same results folder is a changed cohort, refused by name
+    raw = _varied_config(out, seeds=(0, 1, 2))
+    raw["cohorts"][0]["vary_synthetic_seed"] = False
+    with pytest.raises(ConfigError, match=r"cohorts\[v\]\.vary_synthetic_seed: True -> False"):
+        run_benchmark(load_bench_config(raw), progress=False)
+    # ... unless forced: the seed folders move aside, one cohort (seed 40) is made in their place, and back
+    raw["seeds"] = [0]
+    run_benchmark(load_bench_config(raw), progress=False, force_new_config=True)
+    assert json.loads((out / "cohorts" / "v" / "synthetic.json").read_text())["seed"] == 40
+    assert list(out.glob("superseded/*/cohorts/v/seed_1/synthetic.json"))
+    assert (out / "splits" / "v.csv").exists() and not (out / "splits" / "v").exists()
+    raw["cohorts"][0]["vary_synthetic_seed"] = True
+    run_benchmark(load_bench_config(raw), progress=False, force_new_config=True)
+    assert json.loads((out / "cohorts" / "v" / "seed_0" / "synthetic.json").read_text())["seed"] == 40
+    assert not (out / "cohorts" / "v" / "synthetic.json").exists()
+
+
+def test_vary_synthetic_seed_config_errors(tmp_path):
+    raw = _varied_config(tmp_path / "out")
+    raw["cohorts"][0]["vary_synthetic_seeds"] = True
+    with pytest.raises(ConfigError, match=r"cohorts\[0\]\.vary_synthetic_seeds"):
+        load_bench_config(raw)
+    raw = _varied_config(tmp_path / "out")
+    raw["cohorts"][0]["vary_synthetic_seed"] = "yes"
+    with pytest.raises(ConfigError, match="vary_synthetic_seed"):
+        load_bench_config(raw)
+    raw = {"output_dir": str(tmp_path / "out"), "reference": "mean", "models": [{"name": "mean"}],
+           "cohorts": [{"name": "c", "manifest": "m.csv", "feature_dir": "f", "vary_synthetic_seed": True}]}
+    with pytest.raises(ConfigError, match="vary_synthetic_seed needs synthetic parameters"):
+        load_bench_config(raw)
+
+
+def test_synthetic_cohort_from_before_new_generator_parameters_is_reused(tmp_path):
+    """A cohort whose synthetic.json predates parameters added to the generator (they had their default
+    values then) is the same cohort: not regenerated, not refused."""
+    from wsigraph.bench.harness import prepare_synthetic
+    from wsigraph.bench.config import CohortSpec
+
+    spec = CohortSpec(name="c", root=str(tmp_path / "c"), synthetic={"n_slides": 4, "dim": 4, "grid": [10, 12]})
+    prepare_synthetic(spec)
+    info = tmp_path / "c" / "synthetic.json"
+    old = {k: v for k, v in json.loads(info.read_text()).items()
+           if k not in ("latent_dim", "ambient_noise", "stain_shift", "stain_mix", "micro_fraction")}
+    info.write_text(json.dumps(old))
+    stamp = (tmp_path / "c" / "features" / "syn_000.h5").stat().st_mtime_ns
+    prepare_synthetic(spec)
+    assert (tmp_path / "c" / "features" / "syn_000.h5").stat().st_mtime_ns == stamp
+    spec.synthetic["latent_dim"] = 2
+    with pytest.raises(InputError, match=r"latent_dim: 0 -> 2"):
+        prepare_synthetic(spec)

@@ -331,3 +331,31 @@ def test_shipped_bench_configs_load_and_name_valid_models(path):
     assert cfg.cohorts and cfg.models
     labels = [m.label for m in cfg.models]
     assert len(set(labels)) == len(labels) and cfg.reference in labels
+
+
+@pytest.mark.parametrize("name", ["realistic_contiguity.yaml", "realistic_camelyon.yaml"])
+def test_realistic_configs_have_the_scale_of_real_data(name):
+    """The realistic cohorts as the issue sizes them: 1024-d, 400-1500 patches on every slide of every
+    seed's cohort, >= 80 training slides in the fold each seed runs, 5 seeds each with its own cohort, the
+    five models."""
+    import check_cohorts
+
+    from wsigraph.bench.config import load_bench_config
+    from wsigraph.data.synthetic import SyntheticConfig, _assign_labels, _make_space, generate_slide
+
+    cfg = load_bench_config(BENCH_DIR / "configs" / name)
+    assert len(cfg.cohorts) == 1 and len(cfg.seeds) == 5
+    assert {m.label for m in cfg.models} == {"srmil", "srmil_reference", "abmil", "mean", "graph_abmil"}
+    assert cfg.model("srmil_reference").params["variant"] == "reference" and not cfg.model("abmil").params
+    spec = cfg.cohorts[0]
+    assert spec.vary_synthetic_seed and spec.synthetic["dim"] == 1024 and spec.synthetic["latent_dim"] > 0
+    for seed in cfg.seeds:
+        syn = SyntheticConfig(**{**spec.synthetic, "seed": spec.base_synthetic_seed() + seed})
+        train, val, test = check_cohorts.split_sizes(spec, syn, seed, list(cfg.seeds))
+        assert train >= 80 and test >= 40 and val >= 10, (seed, train, val, test)
+        # the layout does not depend on the feature geometry: count patches on 4-d features
+        small = SyntheticConfig(**{**syn.to_dict(), "dim": 4, "latent_dim": 0, "ambient_noise": 0.0,
+                                   "stain_shift": 0.0, "stain_mix": 0.0})
+        space, labels = _make_space(small), _assign_labels(small)
+        n = [len(generate_slide(small, i, int(lab), space).coords) for i, lab in enumerate(labels)]
+        assert 400 <= min(n) and max(n) <= 1500, (seed, min(n), max(n))

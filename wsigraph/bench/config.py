@@ -10,6 +10,9 @@ Loaded with :func:`load_bench_config` (YAML + dotted overrides, strict keys and 
       - name: contiguity
         synthetic: {mode: contiguity, n_slides: 48, dim: 32, seed: 0}   # generated when missing
         n_folds: 4
+      - name: realistic                                # a cohort of its own for every seed s:
+        synthetic: {mode: camelyon, dim: 1024, latent_dim: 32, seed: 100}   # generator seed 100 + s
+        vary_synthetic_seed: true
       - name: camelyon16
         manifest: data/c16/manifest.csv
         feature_dir: data/c16/features
@@ -24,6 +27,7 @@ Relative paths are taken relative to ``base_dir`` (the current directory by defa
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 from dataclasses import dataclass, field
@@ -74,6 +78,11 @@ class CohortSpec:
     synthetic: Optional[dict[str, Any]] = _help(
         "parameters of wsigraph.data.synthetic.make_synthetic_cohort; the cohort is generated into root "
         "when root does not exist", default=None)
+    vary_synthetic_seed: bool = _help(
+        "synthetic cohorts: run seed s uses a cohort of its own, generated with synthetic seed "
+        "(synthetic.seed, default 0) + s into <root>/seed_<s>, with its own splits (split_seed) and graph "
+        "cache; every model of seed s sees the same cohort and splits. No model is tuned to one cohort",
+        default=False)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -91,10 +100,40 @@ class CohortSpec:
             raise ConfigError(f"folds must be distinct fold indices >= 0 (or null for all), got {self.folds}")
         if self.synthetic is None and self.root is None and (self.manifest is None or self.feature_dir is None):
             raise ConfigError("give manifest and feature_dir, or root, or synthetic parameters")
+        if self.vary_synthetic_seed and self.synthetic is None:
+            raise ConfigError(f"cohort {self.name!r}: vary_synthetic_seed needs synthetic parameters (it generates "
+                              "one cohort per run seed)")
 
     @property
     def is_synthetic(self) -> bool:
         return self.synthetic is not None
+
+    def base_synthetic_seed(self) -> int:
+        """The generator seed of the synthetic parameters (the generator's default, 0, when not given)."""
+        return int((self.synthetic or {}).get("seed", 0))
+
+    def instances(self, seeds: Iterable[int]) -> list[tuple[Optional[int], "CohortSpec", str]]:
+        """``(run seed or None, spec, file stem)`` of each cohort the runs use: the cohort itself
+        (``None``, stem ``name``) or, with ``vary_synthetic_seed``, one per seed ``s``: the synthetic seed
+        ``base + s``, root ``<root>/seed_<s>``, stem ``<name>/seed_<s>`` (splits, manifests and graph cache
+        are kept under that stem). Call after :func:`resolve_paths` (root set)."""
+        if not self.vary_synthetic_seed:
+            return [(None, self, self.name)]
+        assert self.root is not None and self.synthetic is not None, "resolve_paths first"
+        out = []
+        for s in seeds:
+            root = str(Path(self.root) / f"seed_{int(s)}")
+            sub = copy.copy(self)
+            sub.synthetic = {**self.synthetic, "seed": self.base_synthetic_seed() + int(s)}
+            sub.root, sub.manifest, sub.feature_dir = root, str(Path(root) / "manifest.csv"), str(Path(root) / "features")
+            out.append((int(s), sub, f"{self.name}/seed_{int(s)}"))
+        return out
+
+    def instance(self, seed: int) -> tuple["CohortSpec", str]:
+        """(spec, file stem) of the cohort that run seed ``seed`` uses (see :meth:`instances`)."""
+        for s, sub, stem in self.instances([seed]):
+            return sub, stem
+        raise AssertionError  # pragma: no cover
 
     def seed_folds(self, seeds: list[int], n_available: int) -> dict[int, list[int]]:
         """``{seed: folds it runs}`` given the number of folds the splits have."""

@@ -7,6 +7,10 @@ Output folder (``cfg.output_dir``)::
     manifests/<cohort>.csv               only with missing_features=skip: the manifest without the slides
                                          that have no feature file
     graph_cache/<cohort>/                spatial graphs, built once per slide and shared by the runs
+    cohorts/<cohort>/                    synthetic cohorts (default root), generated when missing
+    cohorts/<cohort>/seed_<s>/           with vary_synthetic_seed: the cohort of run seed s (synthetic seed
+                                         base + s); its splits, manifest and graphs are kept under
+                                         splits/<cohort>/seed_<s>.csv, manifests/..., graph_cache/<cohort>/seed_<s>/
     runs/<cohort>/<model>/seed_<s>/      one train_experiment output folder per run (finished folds skipped)
         fold_<k>/localization_test.csv   per test slide: patch AUC, AP, lesion_hit@k, precision@k
         fold_<k>/bench_time.json         seconds spent training and evaluating the fold
@@ -175,19 +179,24 @@ def prepare_synthetic(spec: CohortSpec, mover: _Superseded | None = None) -> Non
     root = Path(spec.root)
     if root.exists():
         info = root / "synthetic.json"
+        movable = mover is not None and root.resolve().is_relative_to(Path(mover.out).resolve())
         if not info.exists():
-            raise InputError(f"cohort {spec.name!r}: {root} exists but holds no synthetic cohort (no synthetic.json); "
-                             "remove it or set another root")
-        with open(info, encoding="utf-8") as f:
-            have = json.load(f)
-        diffs = [f"{k}: {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v]
-        if not diffs:
-            return
-        if mover is not None and Path(root).resolve().is_relative_to(Path(mover.out).resolve()):
-            mover.move(root)
+            if not movable:  # e.g. the seed folders of a cohort that had vary_synthetic_seed on
+                raise InputError(f"cohort {spec.name!r}: {root} exists but holds no synthetic cohort (no "
+                                 "synthetic.json); remove it or set another root")
+            mover.move(root)  # type: ignore[union-attr]
         else:
-            raise InputError(f"cohort {spec.name!r}: {root} holds a synthetic cohort generated with other parameters "
-                             f"({'; '.join(diffs)}); remove it or set another root")
+            with open(info, encoding="utf-8") as f:
+                have = json.load(f)
+            # a parameter added to the generator after the cohort was made had its default value then
+            have = {**SyntheticConfig().to_dict(), **have}
+            diffs = [f"{k}: {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v]
+            if not diffs:
+                return
+            if not movable:
+                raise InputError(f"cohort {spec.name!r}: {root} holds a synthetic cohort generated with other "
+                                 f"parameters ({'; '.join(diffs)}); remove it or set another root")
+            mover.move(root)  # type: ignore[union-attr]
     tmp = root.with_name(f".{root.name}.partial-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -197,9 +206,24 @@ def prepare_synthetic(spec: CohortSpec, mover: _Superseded | None = None) -> Non
     os.replace(tmp, root)  # the cohort appears complete or not at all
 
 
-def load_cohort(spec: CohortSpec, missing: str, out: Path) -> tuple[Any, str]:
+def _check_varied_root(spec: CohortSpec, mover: _Superseded | None) -> None:
+    """A cohort with vary_synthetic_seed keeps one cohort per seed in ``<root>/seed_<s>``: a single cohort
+    generated in ``root`` itself (the config had vary_synthetic_seed off) is moved aside by
+    ``force_new_config`` (when it lies in the results folder), else refused."""
+    root = Path(str(spec.root))
+    if not (root / "synthetic.json").exists():
+        return
+    if mover is not None and root.resolve().is_relative_to(Path(mover.out).resolve()):
+        mover.move(root)
+        return
+    raise InputError(f"cohort {spec.name!r}: {root} holds one synthetic cohort, but vary_synthetic_seed keeps one "
+                     "per seed in <root>/seed_<s>; remove it or set another root")
+
+
+def load_cohort(spec: CohortSpec, missing: str, out: Path, stem: str | None = None) -> tuple[Any, str]:
     """(Cohort, manifest path for the runs). Slides without a feature file: InputError listing them
-    (``missing="raise"``), or left out with a warning and a filtered manifest in ``<out>/manifests/``."""
+    (``missing="raise"``), or left out with a warning and a filtered manifest
+    ``<out>/manifests/<stem>.csv`` (stem: the cohort name, or ``<name>/seed_<s>``)."""
     from wsigraph.data.manifest import read_manifest
 
     try:
@@ -211,25 +235,26 @@ def load_cohort(spec: CohortSpec, missing: str, out: Path) -> tuple[Any, str]:
         raise type(e)(f"cohort {spec.name!r}: {e}{hint}") from e
     manifest = str(spec.manifest)
     if getattr(cohort, "missing_features", None):
-        manifest = str(out / "manifests" / f"{spec.name}.csv")
+        manifest = str(out / "manifests" / f"{stem or spec.name}.csv")
         cohort.to_csv(manifest)
         log.warning("cohort %r: %d slide(s) without a feature file left out (missing_features: skip): %s",
                     spec.name, len(cohort.missing_features), ", ".join(cohort.missing_features[:10]))
     return cohort, manifest
 
 
-def _expected_manifest(spec: CohortSpec, out: Path) -> str:
+def _expected_manifest(spec: CohortSpec, out: Path, stem: str | None = None) -> str:
     """The manifest the runs of a cohort use: the filtered one when an earlier run skipped slides."""
-    filtered = out / "manifests" / f"{spec.name}.csv"
+    filtered = out / "manifests" / f"{stem or spec.name}.csv"
     return str(filtered) if filtered.exists() else str(spec.manifest)
 
 
-def cohort_splits(spec: CohortSpec, cohort: Any, out: Path) -> tuple[Any, Path]:
-    """The cohort's splits, made once into ``<out>/splits/<cohort>.csv`` and read back afterwards."""
+def cohort_splits(spec: CohortSpec, cohort: Any, out: Path, stem: str | None = None) -> tuple[Any, Path]:
+    """The cohort's splits, made once into ``<out>/splits/<stem>.csv`` (stem: the cohort name, or
+    ``<name>/seed_<s>``) and read back afterwards."""
     from wsigraph.data.splits import make_splits, read_splits_csv
     from wsigraph.train.runner import check_split_classes
 
-    path = out / "splits" / f"{spec.name}.csv"
+    path = out / "splits" / f"{stem or spec.name}.csv"
     if path.exists():
         splits = read_splits_csv(path, cohort)
     else:
@@ -272,14 +297,15 @@ def has_patch_labels(path: str | os.PathLike) -> bool:
 
 
 def experiment_config(cfg: BenchConfig, spec: CohortSpec, model: ModelSpec, seed: int, manifest: str,
-                      splits_csv: Path, out: Path) -> Any:
-    """The :class:`~wsigraph.train.config.ExperimentConfig` of one run (splits from the cohort's file)."""
+                      splits_csv: Path, out: Path, stem: str | None = None) -> Any:
+    """The :class:`~wsigraph.train.config.ExperimentConfig` of one run (splits from the cohort's file;
+    graphs cached in ``<out>/graph_cache/<stem>``, stem defaulting to the cohort name)."""
     from wsigraph.train.config import DataConfig, ExperimentConfig, ModelConfig
 
     data = DataConfig(manifest=manifest, feature_dir=spec.feature_dir, classes=spec.classes, ordinal=spec.ordinal,
                       split_mode="csv", splits_csv=str(splits_csv), n_folds=max(spec.n_folds, 1),
                       val_frac=spec.val_frac, split_seed=spec.split_seed,
-                      cache_dir=str(out / "graph_cache" / spec.name) if cfg.cache_graphs else None)
+                      cache_dir=str(out / "graph_cache" / (stem or spec.name)) if cfg.cache_graphs else None)
     train = dataclasses.replace(cfg.train, seed=int(seed), progress_bar=False)
     return ExperimentConfig(data=data, graph=copy.deepcopy(cfg.graph),
                             model=ModelConfig(name=model.name, params=dict(model.params)), train=train,
@@ -477,38 +503,46 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True, *, only_cohorts: Sequ
                           "or --force-new-config (force_new_config=True) to move the conflicting runs aside")
     if diffs and mover is not None:
         changed = {d.split(":", 1)[0].split(".", 1)[0] for d in diffs}
-        for spec in cfg.cohorts:  # a changed cohort: its splits (and filtered manifest) are made again
+        for spec in cfg.cohorts:  # a changed cohort: its splits (and filtered manifests) are made again
             if f"cohorts[{spec.name}]" in changed:
-                mover.move(out / "splits" / f"{spec.name}.csv")
-                mover.move(out / "manifests" / f"{spec.name}.csv")
+                for folder in ("splits", "manifests"):
+                    mover.move(out / folder / f"{spec.name}.csv")
+                    mover.move(out / folder / spec.name)  # the per-seed files of vary_synthetic_seed
         mover.move(out / CONFIG_NAME)  # runs that conflict are moved below, one by one
 
-    # cohorts: generate, read, split -- every input error surfaces before any training
-    prepared: dict[str, dict[str, Any]] = {}
+    # cohorts: generate, read, split -- every input error surfaces before any training. A cohort with
+    # vary_synthetic_seed is one cohort per run seed, keyed (name, seed); the others are keyed (name, None).
+    prepared: dict[tuple[str, int | None], dict[str, Any]] = {}
     for spec in cfg.cohorts:
         if spec.name not in cohorts:
             continue
-        if spec.synthetic is not None:
-            prepare_synthetic(spec, mover)
-        cohort, manifest = load_cohort(spec, cfg.missing_features, out)
-        splits, splits_path = cohort_splits(spec, cohort, out)
-        seed_folds = spec.seed_folds(cfg.seeds, len(splits.folds))
-        test_ids = sorted({s for fs in seed_folds.values() for k in fs for s in splits.folds[k].get("test", [])})
-        paths = dict(zip(cohort.slide_ids, cohort.feature_paths))
-        with_labels = [s for s in test_ids if has_patch_labels(paths[s])] if cfg.localization else []
-        prepared[spec.name] = {"spec": spec, "manifest": manifest, "splits": splits_path, "folds": seed_folds,
-                               "loc": bool(with_labels), "loc_slides": with_labels}
+        if spec.vary_synthetic_seed:
+            _check_varied_root(spec, mover)
+        for seed, sub, stem in spec.instances(cfg.seeds):
+            if sub.synthetic is not None:
+                prepare_synthetic(sub, mover)
+            cohort, manifest = load_cohort(sub, cfg.missing_features, out, stem)
+            splits, splits_path = cohort_splits(sub, cohort, out, stem)
+            seed_folds = spec.seed_folds(cfg.seeds, len(splits.folds))
+            if seed is not None:
+                seed_folds = {seed: seed_folds[seed]}
+            test_ids = sorted({s for fs in seed_folds.values() for k in fs for s in splits.folds[k].get("test", [])})
+            paths = dict(zip(cohort.slide_ids, cohort.feature_paths))
+            with_labels = [s for s in test_ids if has_patch_labels(paths[s])] if cfg.localization else []
+            prepared[(spec.name, seed)] = {"spec": sub, "manifest": manifest, "splits": splits_path,
+                                           "folds": seed_folds, "loc": bool(with_labels), "loc_slides": with_labels}
 
     # every run of the config is checked, not only the selected ones: the reports read them all
     plan: list[tuple[RunSpec, Any, dict]] = []
     conflicts: list[str] = []
     for spec in cfg.cohorts:
-        p = prepared.get(spec.name)
-        manifest = p["manifest"] if p else _expected_manifest(spec, out)
         for model in cfg.models:
             for seed in cfg.seeds:
+                sub, stem = spec.instance(int(seed))
+                p = prepared.get((spec.name, int(seed) if spec.vary_synthetic_seed else None))
+                manifest = p["manifest"] if p else _expected_manifest(sub, out, stem)
                 run = RunSpec(spec.name, str(model.label), int(seed))
-                exp = experiment_config(cfg, spec, model, seed, manifest, out / "splits" / f"{spec.name}.csv", out)
+                exp = experiment_config(cfg, sub, model, seed, manifest, out / "splits" / f"{stem}.csv", out, stem)
                 d = run_differences(exp, run.dir(out))
                 if d and mover is not None:
                     mover.move(run.dir(out))

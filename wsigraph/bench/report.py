@@ -52,15 +52,23 @@ def _read_json(path: Path) -> dict | None:
 
 
 def seed_folds(out: Path, cfg: BenchConfig, spec: Any) -> dict[int, list[int]]:
-    """``{seed: folds}`` of a cohort, from the number of folds in its ``splits/<cohort>.csv`` (empty when
-    the cohort has not been prepared yet)."""
-    path = out / "splits" / f"{spec.name}.csv"
-    if not path.exists():
-        return {}
+    """``{seed: folds}`` of a cohort, from the number of folds in its ``splits/<cohort>.csv`` (with
+    vary_synthetic_seed: each seed's ``splits/<cohort>/seed_<s>.csv``; seeds whose splits do not exist yet
+    are left out)."""
     import pandas as pd
 
-    n = int(pd.read_csv(path, usecols=["fold"])["fold"].max()) + 1
-    return spec.seed_folds(cfg.seeds, n)
+    def n_folds(path: Path) -> int | None:
+        return int(pd.read_csv(path, usecols=["fold"])["fold"].max()) + 1 if path.exists() else None
+
+    if not spec.vary_synthetic_seed:
+        n = n_folds(out / "splits" / f"{spec.name}.csv")
+        return {} if n is None else spec.seed_folds(cfg.seeds, n)
+    folds = {}
+    for s in cfg.seeds:
+        n = n_folds(out / "splits" / spec.name / f"seed_{int(s)}.csv")
+        if n is not None:
+            folds[int(s)] = spec.seed_folds(cfg.seeds, n)[int(s)]
+    return folds
 
 
 def _aggregate_loc(path: Path, ks: Sequence[int]) -> tuple[dict[str, float], Any]:
@@ -272,6 +280,8 @@ def cohort_notes(cfg: BenchConfig, runs: Any) -> dict[str, str]:
         n = {p: int(part[f"n_{p}"].iloc[0]) for p in ("train", "val", "test")}
         syn = spec.synthetic or {}
         kind = f"synthetic ({syn.get('mode', 'lesion')} mode)" if spec.synthetic is not None else str(spec.manifest)
+        if spec.vary_synthetic_seed:
+            kind += f", a cohort per seed (generator seed {spec.base_synthetic_seed()} + run seed)"
         first = int(part["fold"].iloc[0])
         notes[spec.name] = (f"{kind}; {part['fold'].nunique()} fold(s) x {part['seed'].nunique()} seed(s); "
                             f"train/val/test {n['train']}/{n['val']}/{n['test']} slides (fold {first})")

@@ -13,9 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "<slide_id>.h5, OUT_DIR/manifest.csv, OUT_DIR/synthetic.json.")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--n-slides", type=int, default=40)
-    p.add_argument("--mode", choices=("lesion", "contiguity"), default="lesion",
+    p.add_argument("--mode", choices=("lesion", "contiguity", "camelyon"), default="lesion",
                    help="lesion: positives hold lesion regions; contiguity: only the spatial arrangement of "
-                        "lesion-like patches separates the classes (default: %(default)s)")
+                        "lesion-like patches separates the classes; camelyon: a few small macro / micro "
+                        "lesions in positives (default: %(default)s; the Python API and bench configs take "
+                        "every parameter of SyntheticConfig)")
     p.add_argument("--dim", type=int, default=32, help="feature dimension (default: %(default)s)")
     p.add_argument("--classes", nargs="+", default=["normal", "tumor"], metavar="NAME",
                    help="class names, negative first (default: normal tumor)")

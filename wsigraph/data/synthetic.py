@@ -2,7 +2,7 @@
 
 Each slide is a patch lattice with an irregular tissue shape (1-3 fragments, small holes, thresholded
 smoothed noise), spatially coherent tissue types (argmax of smoothed noise fields) and patch features
-``prototype[type] + noise``. Two modes:
+``prototype[type] + noise``. Three modes:
 
 * ``"lesion"``: slides of a positive class hold 1-3 contiguous lesion regions whose patches are shifted
   along that class's lesion direction (``lesion_strength``, in units of the per-patch noise). Every slide,
@@ -13,9 +13,30 @@ smoothed noise), spatially coherent tissue types (argmax of smoothed noise field
   in negative slides they are isolated singletons (no two 8-neighbours). Only the spatial arrangement
   separates the classes: a set-based model (mean pooling, ABMIL) stays near chance, a graph model can
   learn it.
+* ``"camelyon"`` (CAMELYON16-like): positive slides hold a few small lesions (``lesion_regions``), each a
+  *macro* lesion (``lesion_size`` patches, shifted by ``lesion_strength``) or, with probability
+  ``micro_fraction``, a *micro* lesion (``micro_size`` patches, shifted by the weaker ``micro_strength``:
+  hard to see patch by patch, but contiguous). Lesions keep a one-patch margin from each other. Every
+  slide also holds scattered lesion-like singletons (``decoy_fraction``, shifted by ``decoy_strength``,
+  default ``lesion_strength``), like the tumour mimics of negative lymph nodes. Files add ``lesion_kind``
+  (N,) int8: 0 none, 1 macro lesion, 2 micro lesion, 3 decoy.
+
+Feature geometry. With ``latent_dim = 0`` (the default) a patch is ``prototype[type] + noise`` in all
+``dim`` dimensions (isotropic noise), plus a per-slide offset (``slide_shift``). Real foundation-model
+embeddings are not like that: most of their variance lies in a few dozen directions, and slides differ by
+stain and scanner. With ``latent_dim > 0`` the patch (prototype, noise, lesion shift) is drawn in a
+``latent_dim``-dimensional space; each slide then gets its own stain effect there (a random linear
+distortion ``z (I + stain_mix G / sqrt(latent_dim))``, which also bends the lesion direction a little, and an
+offset of per-dimension std ``stain_shift``); a fixed random orthonormal map embeds the latent space in the
+``dim`` dimensions, and ``ambient_noise`` (per-dimension std) is added in all of them. A high-dimensional
+model can then memorise slides by their stain while the lesion signal lives in one latent direction.
+The tissue, type and lesion layout of a slide does not depend on the feature geometry: a latent cohort has
+the same slides (shape, tissue types, lesions, labels) as the isotropic one of the same seed; only where a
+slide sits on the global grid (its coordinate offset) differs.
 
 Files: ``<out_dir>/features/<slide_id>.h5`` (our layout: ``features``, ``coords``, ``patch_labels``
-(1 = lesion), plus ``tissue_type`` (N,) int8 and ``lesion_like`` (N,) int8 for rendering and checks),
+(1 = lesion), plus ``tissue_type`` (N,) int8 and ``lesion_like`` (N,) int8 for rendering and checks, and
+``lesion_kind`` in camelyon mode),
 ``<out_dir>/manifest.csv`` (``slide_id,label,case_id``; a few cases hold two slides) and
 ``<out_dir>/synthetic.json`` (the generation parameters). Everything is deterministic per seed.
 """
@@ -26,7 +47,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -35,7 +56,7 @@ from wsigraph.errors import ConfigError, InputError
 
 log = logging.getLogger("wsigraph")
 
-MODES = ("lesion", "contiguity")
+MODES = ("lesion", "contiguity", "camelyon")
 _CROSS = ndimage.generate_binary_structure(2, 1)  # 4-connectivity
 _SQUARE = np.ones((3, 3), dtype=bool)  # 8-connectivity
 
@@ -47,7 +68,7 @@ class SyntheticConfig:
     Attributes:
         n_slides: number of slides.
         classes: class names; the first is the negative class. ``"contiguity"`` needs exactly two.
-        mode: ``"lesion"`` or ``"contiguity"`` (see the module docstring).
+        mode: ``"lesion"``, ``"contiguity"`` or ``"camelyon"`` (see the module docstring).
         dim: feature dimension D.
         grid: (min, max) lattice side length; each slide draws its rows and columns in this range.
         tissue_fraction: (min, max) fraction of the lattice covered by tissue.
@@ -56,14 +77,27 @@ class SyntheticConfig:
         type_scale: smoothing sigma of the tissue-type fields (patches): larger = bigger regions.
         type_separation: per-dimension std of the prototypes (the noise std is ``noise``).
         noise: per-dimension std of the patch noise.
-        slide_shift: per-dimension std of a per-slide offset added to every patch (batch/stain effect).
+        slide_shift: per-dimension std of a per-slide offset added to every patch in all ``dim``
+            dimensions (batch/stain effect).
         lesion_strength: shift of lesion(-like) patches along the lesion direction, in units of ``noise``:
-            the difficulty knob (per-patch separability).
+            the difficulty knob (per-patch separability). Camelyon mode: the macro lesions' shift.
         lesion_fraction: (min, max) fraction of a slide's tissue patches that are lesion (lesion mode,
-            positive slides) or lesion-like (contiguity mode, every slide).
-        lesion_regions: (min, max) number of contiguous lesion regions / clusters.
-        decoy_fraction: lesion mode: fraction of tissue patches that are scattered lesion-like singletons,
-            in every slide.
+            positive slides) or lesion-like (contiguity mode, every slide); unused in camelyon mode.
+        lesion_regions: (min, max) number of contiguous lesion regions / clusters (camelyon mode: lesions
+            per positive slide).
+        decoy_fraction: lesion and camelyon modes: fraction of tissue patches that are scattered
+            lesion-like singletons, in every slide.
+        decoy_strength: camelyon mode: shift of the decoys in units of ``noise`` (None: ``lesion_strength``).
+        lesion_size: camelyon mode: (min, max) patches of a macro lesion (log-uniform).
+        micro_size: camelyon mode: (min, max) patches of a micro lesion (log-uniform).
+        micro_fraction: camelyon mode: probability that a lesion is a micro lesion.
+        micro_strength: camelyon mode: shift of micro-lesion patches in units of ``noise``.
+        latent_dim: 0: isotropic features in ``dim`` dimensions; > 0: patches drawn in a latent space of
+            this dimension embedded in ``dim`` dimensions (see the module docstring); prototypes, lesion
+            directions, ``noise`` and the lesion strengths then live in the latent space.
+        ambient_noise: latent mode: per-dimension std of the noise added in all ``dim`` dimensions.
+        stain_shift: latent mode: per-dimension std of a per-slide offset in the latent space.
+        stain_mix: latent mode: strength of a per-slide random linear distortion of the latent space.
         cluster_fraction: contiguity mode: fraction of a positive slide's lesion-like patches in clusters
             (the rest scattered); 1.0 = all clustered. Lower = harder.
         positive_fraction: fraction of slides in the positive class(es).
@@ -90,6 +124,15 @@ class SyntheticConfig:
     lesion_fraction: tuple[float, float] = (0.03, 0.12)
     lesion_regions: tuple[int, int] = (1, 3)
     decoy_fraction: float = 0.01
+    decoy_strength: Optional[float] = None
+    lesion_size: tuple[int, int] = (20, 80)
+    micro_size: tuple[int, int] = (4, 16)
+    micro_fraction: float = 0.5
+    micro_strength: float = 1.0
+    latent_dim: int = 0
+    ambient_noise: float = 0.0
+    stain_shift: float = 0.0
+    stain_mix: float = 0.0
     cluster_fraction: float = 1.0
     positive_fraction: float = 0.5
     paired_case_fraction: float = 0.1
@@ -102,6 +145,8 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         self.classes = tuple(str(c) for c in self.classes)
         self.grid = tuple(int(v) for v in self.grid)  # type: ignore[assignment]
+        self.lesion_size = tuple(int(v) for v in self.lesion_size)  # type: ignore[assignment]
+        self.micro_size = tuple(int(v) for v in self.micro_size)  # type: ignore[assignment]
         self.validate()
 
     def validate(self) -> None:
@@ -119,7 +164,8 @@ class SyntheticConfig:
             raise bad("n_slides", "need at least 2 slides")
         if self.dim < 1:
             raise bad("dim", "must be >= 1")
-        for key in ("grid", "tissue_fraction", "fragments", "lesion_fraction", "lesion_regions"):
+        for key in ("grid", "tissue_fraction", "fragments", "lesion_fraction", "lesion_regions", "lesion_size",
+                    "micro_size"):
             lo, hi = getattr(self, key)
             if lo > hi:
                 raise bad(key, "(min, max) with min > max")
@@ -137,6 +183,18 @@ class SyntheticConfig:
             raise bad("lesion_fraction", "contiguity mode places isolated singletons: keep the max <= 0.15")
         if not 0.0 <= self.decoy_fraction <= 0.1:
             raise bad("decoy_fraction", "must lie in [0, 0.1]")
+        if self.lesion_size[0] < 1 or self.micro_size[0] < 1:
+            raise bad("lesion_size" if self.lesion_size[0] < 1 else "micro_size", "lesions have at least 1 patch")
+        if not 0.0 <= self.micro_fraction <= 1.0:
+            raise bad("micro_fraction", "must lie in [0, 1]")
+        if self.latent_dim < 0:
+            raise bad("latent_dim", "must be >= 0 (0: isotropic features)")
+        if self.latent_dim > self.dim:
+            raise bad("latent_dim", f"must be <= dim ({self.dim})")
+        if self.latent_dim == 0:
+            for key in ("ambient_noise", "stain_shift", "stain_mix"):
+                if getattr(self, key) != 0:
+                    raise bad(key, "only with latent_dim > 0 (the latent feature geometry)")
         if not 0.0 <= self.cluster_fraction <= 1.0:
             raise bad("cluster_fraction", "must lie in [0, 1]")
         if not 0.0 < self.positive_fraction < 1.0:
@@ -149,9 +207,12 @@ class SyntheticConfig:
             raise bad("feature_dtype", "'float32' or 'float16'")
         if self.patch_size_level0 < 1 or self.patch_size < 1 or self.mpp <= 0:
             raise ConfigError("synthetic cohort: patch_size, patch_size_level0 and mpp must be positive")
-        for key in ("noise", "lesion_strength", "type_separation", "slide_shift", "type_scale"):
+        for key in ("noise", "lesion_strength", "type_separation", "slide_shift", "type_scale", "micro_strength",
+                    "ambient_noise", "stain_shift", "stain_mix"):
             if getattr(self, key) < 0:
                 raise bad(key, "must be >= 0")
+        if self.decoy_strength is not None and self.decoy_strength < 0:
+            raise bad("decoy_strength", "must be >= 0 (or None: lesion_strength)")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -169,6 +230,7 @@ class SyntheticSlide:
         lesion_like: (N,) int8, 1 = the patch carries the lesion signal (lesions, decoys, singletons).
         tissue_type: (N,) int8, tissue type index of each patch.
         label_index: class index of the slide.
+        lesion_kind: camelyon mode: (N,) int8, 0 none, 1 macro lesion, 2 micro lesion, 3 decoy; else None.
     """
 
     coords: np.ndarray
@@ -177,14 +239,20 @@ class SyntheticSlide:
     lesion_like: np.ndarray
     tissue_type: np.ndarray
     label_index: int
+    lesion_kind: Optional[np.ndarray] = None
 
 
 @dataclass
 class _Space:
-    """Cohort-level feature geometry: tissue prototypes (T, D) and lesion directions (C, D), unit norm."""
+    """Cohort-level feature geometry: tissue prototypes (T, D) and lesion directions (C, D), unit norm.
+
+    Latent mode (``latent_dim = L > 0``): ``prototypes`` (T, L) and ``directions`` (C, L) live in the latent
+    space and ``basis`` (L, D) has orthonormal rows (the embedding); otherwise ``basis`` is None.
+    """
 
     prototypes: np.ndarray
     directions: np.ndarray
+    basis: Optional[np.ndarray] = None
 
 
 def _make_space(cfg: SyntheticConfig) -> _Space:
@@ -192,7 +260,16 @@ def _make_space(cfg: SyntheticConfig) -> _Space:
     protos = rng.standard_normal((cfg.n_tissue_types, cfg.dim)) * cfg.type_separation
     dirs = rng.standard_normal((len(cfg.classes), cfg.dim))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    return _Space(prototypes=protos, directions=dirs)
+    if cfg.latent_dim == 0:
+        return _Space(prototypes=protos, directions=dirs)
+    # latent geometry from its own stream: the isotropic draws above stay what they always were
+    lrng = np.random.default_rng([cfg.seed, 4])
+    latent = cfg.latent_dim
+    q, _ = np.linalg.qr(lrng.standard_normal((cfg.dim, latent)))  # (D, L), orthonormal columns
+    protos = lrng.standard_normal((cfg.n_tissue_types, latent)) * cfg.type_separation
+    dirs = lrng.standard_normal((len(cfg.classes), latent))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    return _Space(prototypes=protos, directions=dirs, basis=np.ascontiguousarray(q.T))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -317,6 +394,8 @@ def generate_slide(cfg: SyntheticConfig, index: int, label_index: int, space: _S
     """Generate slide ``index`` of class ``label_index``; a pure function of (cfg, index, label_index)."""
     space = space or _make_space(cfg)
     rng = np.random.default_rng([cfg.seed, 1, index])
+    if cfg.mode == "camelyon":
+        return _camelyon_slide(cfg, rng, label_index, space)
     h, w = (int(v) for v in rng.integers(cfg.grid[0], cfg.grid[1] + 1, size=2))
     frac = rng.uniform(*cfg.tissue_fraction)
     n_frag = int(rng.integers(cfg.fragments[0], cfg.fragments[1] + 1))
@@ -349,6 +428,8 @@ def generate_slide(cfg: SyntheticConfig, index: int, label_index: int, space: _S
     t = types[rows, cols]
     ll = lesion_like[rows, cols]
     n = rows.size
+    if cfg.latent_dim:
+        return _latent_slide(cfg, rng, space, label_index, rows, cols, t, lesion, lesion_like)
     feats = (space.prototypes[t] + cfg.noise * rng.standard_normal((n, cfg.dim))
              + cfg.slide_shift * rng.standard_normal(cfg.dim))
     if cfg.mode == "lesion":
@@ -373,6 +454,97 @@ def generate_slide(cfg: SyntheticConfig, index: int, label_index: int, space: _S
         tissue_type=t.astype(np.int8),
         label_index=int(label_index),
     )
+
+
+def _embed(cfg: SyntheticConfig, rng: np.random.Generator, space: _Space, z: np.ndarray) -> np.ndarray:
+    """Latent patches (N, L) -> (N, D) features: the slide's stain effect, the embedding, ambient noise."""
+    latent = cfg.latent_dim
+    mix = np.eye(latent) + cfg.stain_mix * rng.standard_normal((latent, latent)) / np.sqrt(latent)
+    z = z @ mix + cfg.stain_shift * rng.standard_normal(latent)
+    assert space.basis is not None
+    feats = z @ space.basis
+    if cfg.ambient_noise:
+        feats += cfg.ambient_noise * rng.standard_normal(feats.shape)
+    if cfg.slide_shift:
+        feats += cfg.slide_shift * rng.standard_normal(cfg.dim)
+    return feats
+
+
+def _latent_slide(cfg: SyntheticConfig, rng: np.random.Generator, space: _Space, label_index: int,
+                  rows: np.ndarray, cols: np.ndarray, t: np.ndarray, lesion: np.ndarray,
+                  lesion_like: np.ndarray) -> SyntheticSlide:
+    """Lesion and contiguity modes with the latent feature geometry (same layout, latent features)."""
+    ll = lesion_like[rows, cols]
+    n = rows.size
+    z = space.prototypes[t] + cfg.noise * rng.standard_normal((n, cfg.latent_dim))
+    if cfg.mode == "lesion":
+        n_pos = len(cfg.classes) - 1
+        decoy_cls = 1 + rng.integers(0, n_pos, size=n)
+        cls = np.where(lesion[rows, cols], max(label_index, 1), decoy_cls)
+        z[ll] += cfg.lesion_strength * cfg.noise * space.directions[cls[ll]]
+    else:
+        base = space.prototypes.mean(axis=0) + cfg.lesion_strength * cfg.noise * space.directions[1]
+        z[ll] = base + (z[ll] - space.prototypes[t[ll]])
+    feats = _embed(cfg, rng, space, z)
+    off = rng.integers(0, 64, size=2)
+    step = int(cfg.patch_size_level0)
+    coords = np.stack([(cols + off[0]) * step, (rows + off[1]) * step], axis=1).astype(np.int64)
+    return SyntheticSlide(coords=coords, features=feats.astype(cfg.feature_dtype),
+                          patch_labels=lesion[rows, cols].astype(np.int8), lesion_like=ll.astype(np.int8),
+                          tissue_type=t.astype(np.int8), label_index=int(label_index))
+
+
+def _log_uniform_sizes(rng: np.random.Generator, bounds: tuple[int, int], k: int) -> np.ndarray:
+    lo, hi = bounds
+    return np.rint(np.exp(rng.uniform(np.log(lo), np.log(hi + 0.5), size=k))).clip(lo, hi).astype(int)
+
+
+def _camelyon_slide(cfg: SyntheticConfig, rng: np.random.Generator, label_index: int,
+                    space: _Space) -> SyntheticSlide:
+    """A CAMELYON16-like slide: a few small macro / micro lesions in positives, decoys everywhere."""
+    h, w = (int(v) for v in rng.integers(cfg.grid[0], cfg.grid[1] + 1, size=2))
+    frac = rng.uniform(*cfg.tissue_fraction)
+    n_frag = int(rng.integers(cfg.fragments[0], cfg.fragments[1] + 1))
+    tissue = tissue_mask(rng, (h, w), frac, n_frag)
+    types = tissue_types(rng, (h, w), cfg.n_tissue_types, cfg.type_scale)
+    n_tissue = int(tissue.sum())
+    # drawn for every slide, whatever its class
+    n_lesions = int(rng.integers(cfg.lesion_regions[0], cfg.lesion_regions[1] + 1))
+    micro = rng.random(n_lesions) < cfg.micro_fraction
+    sizes = np.where(micro, _log_uniform_sizes(rng, cfg.micro_size, n_lesions),
+                     _log_uniform_sizes(rng, cfg.lesion_size, n_lesions))
+    n_decoy = int(rng.binomial(n_tissue, cfg.decoy_fraction))
+    kind = np.zeros(tissue.shape, dtype=np.int8)  # 0 none, 1 macro, 2 micro, 3 decoy
+    if label_index > 0:
+        for size, is_micro in zip(sizes, micro):  # a few lesions per slide, apart from each other
+            taken = ndimage.binary_dilation(kind > 0, structure=_SQUARE)
+            region = grow_regions(rng, tissue & ~taken, [int(size)])
+            kind[region] = 2 if is_micro else 1
+    lesion = kind > 0
+    if n_decoy:
+        kind[scatter_isolated(rng, tissue & ~lesion, n_decoy, avoid=lesion)] = 3
+
+    rows, cols = np.nonzero(tissue)
+    t = types[rows, cols]
+    k = kind[rows, cols]
+    n = rows.size
+    latent = cfg.latent_dim or cfg.dim
+    z = space.prototypes[t] + cfg.noise * rng.standard_normal((n, latent))
+    n_pos = len(cfg.classes) - 1
+    cls = np.where(k == 3, 1 + rng.integers(0, n_pos, size=n), max(label_index, 1))
+    decoy = cfg.lesion_strength if cfg.decoy_strength is None else cfg.decoy_strength
+    strength = np.array([0.0, cfg.lesion_strength, cfg.micro_strength, decoy])[k]
+    z += (strength * cfg.noise)[:, None] * space.directions[cls]
+    if cfg.latent_dim:
+        feats = _embed(cfg, rng, space, z)
+    else:
+        feats = z + cfg.slide_shift * rng.standard_normal(cfg.dim)
+    off = rng.integers(0, 64, size=2)
+    step = int(cfg.patch_size_level0)
+    coords = np.stack([(cols + off[0]) * step, (rows + off[1]) * step], axis=1).astype(np.int64)
+    return SyntheticSlide(coords=coords, features=feats.astype(cfg.feature_dtype),
+                          patch_labels=((k == 1) | (k == 2)).astype(np.int8), lesion_like=(k > 0).astype(np.int8),
+                          tissue_type=t.astype(np.int8), label_index=int(label_index), lesion_kind=k)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -439,9 +611,11 @@ def make_synthetic_cohort(out_dir: str | os.PathLike, config: SyntheticConfig | 
     for i, (sid, lab) in enumerate(zip(slide_ids, labels)):
         s = generate_slide(cfg, i, int(lab), space)
         path = feat_dir / f"{sid}.h5"
+        extra = {"tissue_type": s.tissue_type, "lesion_like": s.lesion_like}
+        if s.lesion_kind is not None:
+            extra["lesion_kind"] = s.lesion_kind
         write_features(path, s.coords, s.features, attrs={**attrs, "synthetic_index": i},
-                       patch_labels=s.patch_labels,
-                       extra={"tissue_type": s.tissue_type, "lesion_like": s.lesion_like})
+                       patch_labels=s.patch_labels, extra=extra)
     import pandas as pd
 
     manifest = pd.DataFrame({"slide_id": slide_ids, "label": [cfg.classes[int(v)] for v in labels],
