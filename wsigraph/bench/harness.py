@@ -577,6 +577,27 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True, *, only_cohorts: Sequ
     return df
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: on Linux, ask the kernel to SIGKILL this worker when the bench process dies
+    (``prctl(PR_SET_PDEATHSIG)``), so a killed bench leaves no orphan training into its run folders (its
+    outputs are atomic, and a restarted bench resumes from ``last.ckpt``). SIGKILL, because Lightning
+    catches SIGTERM and would finish the epoch first. Elsewhere a no-op."""
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no libc prctl: keep the old behaviour
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _run_parallel(cfg: BenchConfig, plan: list[tuple[RunSpec, Any, dict]], bar: Any) -> int:
     """The runs over ``cfg.workers`` processes (spawned), each with ``torch_threads`` (default 1) threads."""
     import multiprocessing as mp
@@ -586,7 +607,8 @@ def _run_parallel(cfg: BenchConfig, plan: list[tuple[RunSpec, Any, dict]], bar: 
     jobs = [(dump_config(exp), p["folds"][run.seed], cfg.localization_k if p["loc"] else None, p["loc_slides"],
              threads) for run, exp, p in plan]
     n = 0
-    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn"),
+                             initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(_run_in_worker, j) for j in jobs]
         try:
             for fut in as_completed(futures):
