@@ -61,10 +61,8 @@ def collect_histories(runs_dir: str | os.PathLike) -> Any:
     out = pd.concat(frames, ignore_index=True)
     if {"val_attn_lesion_mass", "val_lesion_frac"} <= set(out.columns):
         out["lesion_enrichment"] = out["val_attn_lesion_mass"] / out["val_lesion_frac"]
-    if "train_ce_full" not in out.columns and "train_loss" in out.columns:
-        out["train_ce_full"] = out["train_loss"]  # single-loss models: the loss is the CE
-    else:
-        out["train_ce_full"] = out["train_ce_full"].fillna(out.get("train_loss"))
+    # single-loss models log no parts: their loss is the CE
+    out["train_ce_full"] = out.get("train_ce_full", pd.Series(float("nan"), index=out.index)).fillna(out["train_loss"])
     return out
 
 

@@ -171,8 +171,8 @@ class SRMIL(MILModel):
         switches = {"recon_pass": (recon_pass, RECON_PASSES), "residual_mode": (residual_mode, RESIDUAL_MODES),
                     "att_init": (att_init, ATT_INITS)}
         for key, (value, choices) in switches.items():
-            value = preset[key] if value == "auto" else value
-            setattr(self, key, check_choice(key, value, choices + ("auto",)))
+            value = check_choice(key, value, choices + ("auto",))
+            setattr(self, key, preset[key] if value == "auto" else value)
         self.identity_residual = self.residual_mode == "all"
         check_range("hidden", hidden, 1)
         check_range("mask_rate", mask_rate, 0.0, 1.0, high_open=True)
