@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from wsigraph.pipeline.paths import slide_file
 from wsigraph.cli._options import (
     add_job_args,
     add_mpp_args,
@@ -109,7 +110,7 @@ def _mask_for(slide: Any, slide_id: str, args: argparse.Namespace):
 
     thumb = slide.get_image_at_size(mask_size_for(slide.dimensions, slide.mpp, args.mask_mpp))
     if args.masks:
-        user = Path(args.masks) / f"{slide_id}.png"
+        user = slide_file(Path(args.masks), slide_id, ".png")
         if user.exists():
             mask = TissueMask.from_png(user, slide.dimensions, slide.mpp, source=str(slide.path))
             return mask, thumb
@@ -146,9 +147,9 @@ def _segment(args: argparse.Namespace) -> int:
     def one(slide_id: str, path: Path) -> float:
         with open_slide(path, **open_kwargs(slide_id)) as slide:
             mask, thumb = _mask_for(slide, slide_id, args)
-            mask.save_overlay(out / "overlays" / f"{slide_id}.png", _overlay_background(slide, thumb))
-            mask.save_png(out / "masks" / f"{slide_id}.png")
-            atomic_write_json(out / "masks" / f"{slide_id}.json", {
+            mask.save_overlay(slide_file(out / "overlays", slide_id, ".png"), _overlay_background(slide, thumb))
+            mask.save_png(slide_file(out / "masks", slide_id, ".png"))
+            atomic_write_json(slide_file(out / "masks", slide_id, ".json"), {
                 "slide": str(path), "tissue_fraction": mask.tissue_fraction, "tissue_area_mm2": mask.tissue_area_mm2,
                 "mask_size": list(mask.mask.shape[::-1]), "mask_mpp": mask.mpp, "mode": mask.mode,
                 "threshold": mask.threshold, "params": mask.params})
@@ -157,7 +158,7 @@ def _segment(args: argparse.Namespace) -> int:
             return mask.tissue_fraction
 
     def done(slide_id: str, path: Path) -> bool:
-        return (out / "masks" / f"{slide_id}.json").exists()
+        return (slide_file(out / "masks", slide_id, ".json")).exists()
 
     return job_exit_status(_run(args, "segment", one, done))
 
@@ -174,20 +175,20 @@ def _tile(args: argparse.Namespace) -> int:
     open_kwargs = open_slide_kwargs(args)
 
     def coords_path(slide_id: str) -> Path:
-        return out / "coords" / f"{slide_id}.h5"
+        return slide_file(out / "coords", slide_id, ".h5")
 
     def one(slide_id: str, path: Path) -> dict[str, Any]:
         with open_slide(path, **open_kwargs(slide_id)) as slide:
             mask, thumb = _mask_for(slide, slide_id, args)
-            mask.save_png(out / "masks" / f"{slide_id}.png")
+            mask.save_png(slide_file(out / "masks", slide_id, ".png"))
             thumb = _overlay_background(slide, thumb)
             try:
                 coords, attrs = tile_slide(slide, mask, **tiling_kwargs(args))
             except Exception:
-                mask.save_overlay(out / "overlays" / f"{slide_id}.png", thumb)  # to see why
+                mask.save_overlay(slide_file(out / "overlays", slide_id, ".png"), thumb)  # to see why
                 raise
             overlay = draw_patches(mask.overlay(thumb), coords, attrs["patch_size_level0"], slide.dimensions)
-            with atomic_path(out / "overlays" / f"{slide_id}.png") as tmp:
+            with atomic_path(slide_file(out / "overlays", slide_id, ".png")) as tmp:
                 overlay.save(tmp, format="PNG")
             write_coords(coords_path(slide_id), coords, attrs)
             return {"n_patches": len(coords), "tissue_fraction": attrs["tissue_fraction"],

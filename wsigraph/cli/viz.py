@@ -61,8 +61,12 @@ def _heatmap(args: argparse.Namespace) -> int:
     from wsigraph.viz.lattice import default_level0_size
     from wsigraph.viz.scores import load_scores
 
+    from wsigraph.pipeline.paths import check_slide_id, slide_file
+
     out = Path(args.out)
     slide_id = _slide_id(args)
+    id_source = "--slide-id" if args.slide_id else f"{args.scores} (slide id from the file name)"
+    check_slide_id(slide_id, id_source)
     ps = load_scores(args.scores, key=args.key, column=args.column)
     bag = read_features(args.features, require_features=False) if args.features else None
     coords = ps.coords
@@ -98,19 +102,19 @@ def _heatmap(args: argparse.Namespace) -> int:
             background = render_synthetic_slide(coords, labels, step, level0_size=level0_size, max_size=args.max_size)
         normalize = None if args.normalize == "none" else args.normalize
         render_heatmap(coords, ps.scores, step, background=background, level0_size=level0_size,
-                       out_path=out / f"{slide_id}.heatmap.png", cmap=args.cmap, blur=args.blur, alpha=args.alpha,
+                       out_path=slide_file(out, slide_id, ".heatmap.png", id_source), cmap=args.cmap, blur=args.blur, alpha=args.alpha,
                        vmin=args.vmin, vmax=args.vmax, normalize=normalize, title=args.title or slide_id,
                        label=ps.name, max_size=args.max_size)
-        written = [out / f"{slide_id}.heatmap.png"]
+        written = [slide_file(out, slide_id, ".heatmap.png", id_source)]
         if not args.no_geojson:
-            written.append(write_geojson(out / f"{slide_id}.geojson", coords, ps.scores, step,
+            written.append(write_geojson(slide_file(out, slide_id, ".geojson", id_source), coords, ps.scores, step,
                                          score_name=ps.name, object_type=args.object_type))
         if slide is not None:
             if args.top_k > 0:
-                written.append(out / f"{slide_id}.topk.png")
+                written.append(slide_file(out, slide_id, ".topk.png", id_source))
                 topk_gallery(slide, coords, ps.scores, step, args.top_k, written[-1])
             if args.bottom_k > 0:
-                written.append(out / f"{slide_id}.bottomk.png")
+                written.append(slide_file(out, slide_id, ".bottomk.png", id_source))
                 topk_gallery(slide, coords, ps.scores, step, args.bottom_k, written[-1], largest=False)
     finally:
         if slide is not None:

@@ -628,9 +628,11 @@ def _write_links(src: Path, out: Path) -> None:
 
 def find_annotation(annotation_dir: str | os.PathLike, slide_id: str) -> Path | None:
     """The annotation file of ``slide_id`` in ``annotation_dir`` (``<slide_id>.xml``/``.geojson``/``.json``)."""
+    from wsigraph.pipeline.paths import slide_file
+
     folder = Path(annotation_dir)
     for suffix in XML_SUFFIXES + GEOJSON_SUFFIXES:
-        cand = folder / f"{slide_id}{suffix}"
+        cand = slide_file(folder, slide_id, suffix)
         if cand.exists():
             return cand
     return None

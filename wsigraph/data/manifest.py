@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from wsigraph.pipeline.paths import check_slide_id
 from wsigraph.errors import ConfigError, InputError, MissingFileError
 
 log = logging.getLogger("wsigraph")
@@ -292,6 +293,7 @@ def read_manifest(
     for ln, sid in zip(lines, slide_ids):
         if not sid:
             raise InputError(f"{path}, line {ln}: empty {slide_col!r}")
+        check_slide_id(sid, f"{path}, line {ln}, column {slide_col!r}")
         if sid in seen:
             raise InputError(f"{path}, line {ln}: duplicate {slide_col} {sid!r} (first on line {seen[sid]})")
         seen[sid] = ln

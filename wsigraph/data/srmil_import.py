@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from wsigraph.errors import ConfigError, InputError, MissingDependencyError, MissingFileError
+from wsigraph.pipeline.paths import check_slide_id, slide_file
 
 log = logging.getLogger("wsigraph")
 
@@ -77,7 +78,7 @@ def _slide_name(value: Any, default: str) -> str:
     name = _strip_slide_suffix(name)
     if not name or name.startswith("."):
         raise InputError(f"slide_index {value!r} does not give a usable file name")
-    return name
+    return check_slide_id(name, f"slide_index {value!r}")
 
 
 def load_srmil_pickle(pkl_path: str | os.PathLike, trust_pickle: bool = False) -> list[Any]:
@@ -250,7 +251,7 @@ def import_srmil(
         attrs = {"patch_size": int(patch_size_level0), "patch_level": 0, "patch_size_level0": int(patch_size_level0),
                  "mpp": float(mpp), "encoder": "srmil-import", "source": str(where.split(', item')[0])}
         try:
-            write_features(feat_dir / f"{sid}.h5", c["coords"], c["features"], attrs=attrs,
+            write_features(slide_file(feat_dir, sid, ".h5", where), c["coords"], c["features"], attrs=attrs,
                            patch_labels=c["patch_labels"])
         except InputError as e:
             raise InputError(f"{where}: {e}") from None

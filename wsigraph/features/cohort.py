@@ -20,6 +20,7 @@ import torch
 from wsigraph.errors import InputError, MissingFileError, WsigraphError
 from wsigraph.features.encoders import PatchEncoder
 from wsigraph.features.extract import extract_features, resolve_device
+from wsigraph.pipeline.paths import slide_file
 
 log = logging.getLogger("wsigraph")
 
@@ -203,10 +204,10 @@ def run_extraction_job(
         log.info("shard %d/%d: %d of %d slides", shard_t[0], shard_t[1], len(mine), len(jobs))
 
     def is_done(slide_id: str, job: SlideJob) -> bool:
-        return not overwrite and feature_file_status(feat_dir / f"{slide_id}.h5", encoder.name) == "done"
+        return not overwrite and feature_file_status(slide_file(feat_dir, slide_id, ".h5"), encoder.name) == "done"
 
     def run_one(slide_id: str, job: SlideJob) -> dict[str, Any]:
-        out = feat_dir / f"{slide_id}.h5"
+        out = slide_file(feat_dir, slide_id, ".h5")
         if not overwrite and feature_file_status(out, encoder.name) == "other":
             raise InputError(f"{out}: holds features of another encoder; use another output folder, "
                              "delete the file, or pass overwrite (--overwrite)")

@@ -24,6 +24,7 @@ import torch
 from wsigraph.errors import InputError, MissingFileError, WsigraphError
 from wsigraph.features.cohort import SlideJob, encoder_folder_name, run_extraction_job
 from wsigraph.features.encoders import PatchEncoder
+from wsigraph.pipeline.paths import check_slide_id, slide_file
 
 log = logging.getLogger("wsigraph")
 
@@ -72,6 +73,7 @@ def read_slide_list(source: str | os.PathLike) -> list[SlideJob]:
         if not p.is_absolute():
             p = source.parent / p
         sid = str(rec.get("slide_id", "") or "").strip() or p.stem
+        check_slide_id(sid, f"{source}, row {row}")
         mpp = None
         if str(rec.get("mpp", "") or "").strip():
             try:
@@ -156,13 +158,13 @@ def preprocess_cohort(
     def coords_of(job: SlideJob) -> Path:
         if job.slide_path is None or not Path(job.slide_path).exists():
             raise MissingFileError(f"{job.slide_path}: slide file does not exist")
-        coords_path = coords_dir / f"{job.slide_id}.h5"
+        coords_path = slide_file(coords_dir, job.slide_id, ".h5")
         if overwrite or not is_complete_feature_file(coords_path, require_features=False):
             try:
                 make_coords(Path(job.slide_path), coords_path, mpp=job.mpp, default_mpp=default_mpp,
                             target_mpp=target_mpp, patch_size=patch_size, min_tissue=min_tissue,
                             segment_kwargs=segment_kwargs,
-                            mask_png=mask_dir / f"{job.slide_id}.png" if save_masks else None)
+                            mask_png=slide_file(mask_dir, job.slide_id, ".png") if save_masks else None)
             except WsigraphError as e:
                 raise type(e)(f"tissue/tiling: {e}") from e
         return coords_path

@@ -158,8 +158,9 @@ class GraphDataset(Dataset):
         if self.cache_dir is None:
             return None
         key = graph_cache_key(self.feature_paths[idx], self.graph_config)
-        safe_id = self.slide_ids[idx].replace(os.sep, "_").replace("/", "_")
-        return self.cache_dir / f"{safe_id}.{key}.pt"
+        from wsigraph.pipeline.paths import slide_file
+
+        return slide_file(self.cache_dir, self.slide_ids[idx], f".{key}.pt")
 
     def is_cached(self, idx: int) -> bool:
         """True when slide ``idx``'s cache file exists (files are written atomically)."""

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from wsigraph.errors import ConfigError, InputError, MissingFileError, WsigraphError
+from wsigraph.pipeline.paths import slide_file
 
 log = logging.getLogger("wsigraph")
 
@@ -332,21 +333,21 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
             bag = read_coords(path)  # the feature reader's coords: CLAM/TRIDENT/STAMP conventions as in training
             prediction = {"model": ckpt.model_name, "classes": list(classes),
                           "probs": np.asarray(probs, dtype=np.float64), "pred": classes[int(np.argmax(probs))]}
-            write_scores(scores_dir / f"{sid}.h5", scores, bag.coords, patch_size_level0=bag.patch_size_level0,
+            write_scores(slide_file(scores_dir, sid, ".h5"), scores, bag.coords, patch_size_level0=bag.patch_size_level0,
                          slide_id=sid, score_name=f"{ckpt.model_name} patch score", attrs=prediction)
         return probs
 
     stored: dict[str, np.ndarray] = {}  # probabilities of the slides finished by an earlier run
 
     def is_done(sid: str, path: Path) -> bool:
-        p = _scores_file_probs(scores_dir / f"{sid}.h5", classes)
+        p = _scores_file_probs(slide_file(scores_dir, sid, ".h5"), classes)
         if p is not None:
             stored[sid] = p
         return p is not None
 
     report = run_per_slide(list(files.items()), run_one, on_error=on_error, is_done=is_done, desc="predict",
                            report_path=out / "predict_errors.csv", stage="predict", progress=progress)
-    if report.done and not any((scores_dir / f"{s}.h5").exists() for s in report.done):
+    if report.done and not any(slide_file(scores_dir, s, ".h5").exists() for s in report.done):
         log.warning("model %r gives no per-patch scores: no scores/*.h5 written", ckpt.model_name)
     found = {**stored, **report.results}
     ids = [sid for sid in files if sid in found]
