@@ -408,7 +408,7 @@ def preprocess(slides: dict[str, Path], out: Path, args: argparse.Namespace) -> 
     """Tissue masks, 0.5 um/px 224-px patch grid and embeddings for ``slides`` (``wsigraph preprocess``).
 
     Resumable: rerunning skips finished slides. Failing slides are skipped and listed in
-    ``out/preprocess_failures.csv``.
+    ``out/preprocess_report.csv``.
     """
     from wsigraph.features import build_encoder
     from wsigraph.features.cohort import encoder_folder_name

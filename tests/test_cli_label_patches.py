@@ -84,7 +84,7 @@ def test_labels_from_asap_xml_missing_negative_and_skip_report(tmp_path, cohort)
     assert normal.shape == (SIDE * SIDE,) and not normal.any()
 
     assert not (out / "broken_001.h5").exists()
-    failures = pd.read_csv(report)
+    failures = pd.read_csv(report).query("status == 'failed'").reset_index()
     assert failures["slide_id"].tolist() == ["broken_001"]
     assert "broken_001.xml" in failures["error"][0] and "malformed XML" in failures["error"][0]
 
@@ -103,7 +103,7 @@ def test_min_fraction_all_classes_and_default_report(tmp_path, cohort):
     (ann / "broken_001.xml").write_text("<ASAP_Annotations>")
     rc = main(["label-patches", str(feat), str(ann), "--out", str(out), "--on-error", "skip", "--no-progress"])
     assert rc == 1
-    assert pd.read_csv(out / "label_patches_failures.csv")["slide_id"].tolist() == ["broken_001"]
+    assert pd.read_csv(out / "label_patches_report.csv").query("status == 'failed'")["slide_id"].tolist() == ["broken_001"]
 
 
 def test_link_writes_small_files_that_read_like_copies(tmp_path, cohort):
@@ -144,14 +144,16 @@ def test_center_rule(tmp_path, cohort):
 def test_errors_name_the_slide_or_folder(tmp_path, cohort, capsys):
     feat, ann = cohort
     out = tmp_path / "labelled"
-    # the malformed file stops the run by default (--on-error raise), naming the file
-    assert main(["label-patches", str(feat), str(ann), "--out", str(out), "--no-progress"]) == 2
+    # with --on-error raise the malformed file stops the run, naming the file
+    assert main(["label-patches", str(feat), str(ann), "--out", str(out), "--on-error", "raise",
+                 "--no-progress"]) == 2
     assert "broken_001.xml" in capsys.readouterr().err
     (ann / "broken_001.xml").unlink()
     assert main(["label-patches", str(feat), str(ann), "--out", str(out), "--missing", "error",
-                 "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert "broken_001" in err and "no annotation file" in err
+                 "--no-progress"]) == 1  # skipped (the default) and reported
+    report = pd.read_csv(out / "label_patches_report.csv").set_index("slide_id")
+    assert report.loc["broken_001", "status"] == "failed"
+    assert "no annotation file" in report.loc["broken_001", "error"]
     assert main(["label-patches", str(feat), str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "nowhere" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:

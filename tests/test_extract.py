@@ -18,6 +18,7 @@ from wsigraph.errors import InputError
 from wsigraph.features import SlideJob, build_encoder, extract_cohort, extract_features
 from wsigraph.features.cohort import parse_shard, select_shard, shard_from_env
 from wsigraph.features.pipeline import read_slide_list
+from wsigraph.pipeline.runner import StaleOutputError
 from wsigraph.slide import open_slide, segment_tissue, tile_slide, write_coords
 
 SMALL = "CMU-1-Small-Region"
@@ -127,7 +128,7 @@ def test_cohort_skips_and_reports_a_broken_slide_then_resumes(tmp_path, slides, 
     report = extract_cohort(_jobs(slides, coords_dir), out, encoder, num_workers=0, device="cpu", progress=False)
     assert report.done == [SMALL]
     assert list(report.failed) == ["unreadable"] and "unreadable.svs" in report.failed["unreadable"]
-    failures = pd.read_csv(out / "extract_failures.csv")
+    failures = pd.read_csv(out / "extract_report.csv").query("status == 'failed'")
     assert failures["slide_id"].tolist() == ["unreadable"]
     summary = json.loads((out / "extract_summary.json").read_text())
     assert summary["done"] == 1 and summary["failed"] == 1 and summary["patches"] == report.results[SMALL]["n_patches"]
@@ -144,8 +145,8 @@ def test_cohort_never_overwrites_features_of_another_encoder(tmp_path, slides, c
     jobs = _jobs(slides, coords_dir)[:1]
     extract_cohort(jobs, out, encoder, num_workers=0, progress=False)
     other = build_encoder("timm:test_vit", random_init=True)
-    report = extract_cohort(jobs, out, other, num_workers=0, progress=False)
-    assert "another encoder" in report.failed[SMALL]
+    with pytest.raises(StaleOutputError, match=r"encoder\.name: 'resnet50_trunc' -> 'timm:test_vit'"):
+        extract_cohort(jobs, out, other, num_workers=0, progress=False)
     assert read_features(out / f"{SMALL}.h5").attrs["encoder"] == "resnet50_trunc"
     report = extract_cohort(jobs, out, other, num_workers=0, progress=False, overwrite=True)
     assert report.done == [SMALL]
@@ -174,7 +175,7 @@ def test_cohort_shards_split_the_work(tmp_path, slides, coords_dir, encoder):
     r1 = extract_cohort(jobs, out, encoder, shard=(1, 2), num_workers=0, progress=False)
     assert (r0.done, list(r0.failed)) == ([SMALL], [])  # sorted ids: CMU... first, unreadable second
     assert (r1.done, list(r1.failed)) == ([], ["unreadable"])
-    assert (out / "extract_failures.shard-1-of-2.csv").exists()
+    assert (out / "extract_report.shard-1-of-2.csv").exists()
     assert (out / "extract_summary.shard-0-of-2.json").exists()
 
 
@@ -188,7 +189,7 @@ def test_cli_extract_skips_and_reports(tmp_path, slide_dir, coords_dir):
                "--batch-size", "16", "--device", "cpu", "--no-progress"])
     assert rc == 1  # finished, with a failure to look at
     assert read_features(out / f"{SMALL}.h5").features.shape[1] == 1024
-    failures = pd.read_csv(out / "extract_failures.csv")
+    failures = pd.read_csv(out / "extract_report.csv").query("status == 'failed'").reset_index()
     assert failures["slide_id"].tolist() == ["unreadable"]
     assert "unreadable.svs" in failures["error"][0]
 
@@ -216,7 +217,7 @@ def test_cli_preprocess_end_to_end_and_resume(tmp_path, slide_dir):
     np.testing.assert_array_equal(bag.coords, coords.coords)
     assert bag.attrs["target_mpp"] == 0.5 and bag.attrs["patch_size"] == 224
     assert Image.open(out / "masks" / f"{SMALL}.png").size[0] > 0
-    failures = pd.read_csv(out / "preprocess_failures.csv")
+    failures = pd.read_csv(out / "preprocess_report.csv").query("status == 'failed'").reset_index()
     assert failures["slide_id"].tolist() == ["unreadable"]
     assert "tissue/tiling" in failures["error"][0] and "unreadable.svs" in failures["error"][0]
 

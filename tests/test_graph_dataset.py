@@ -206,22 +206,21 @@ def test_cli_build_graphs_resumes_and_skips(cohort_dir, tmp_path, capsys):
     assert main(args + ["--k", "4", "--edge-attr"]) == 0
     knn = dataset(feat, cache, graph=GraphConfig(mode="knn", k=4, edge_attr=True))
     assert all(knn.is_cached(i) for i in range(3))
-    # a broken file: raise -> exit 2 naming it; skip -> report
+    # a broken file: raise -> exit 2 naming it; skip (the default) -> report
     (feat / "broken.h5").write_bytes(b"not an hdf5 file")
-    assert main(args) == 2
+    assert main(args + ["--on-error", "raise"]) == 2
     assert "broken.h5" in capsys.readouterr().err
     report = tmp_path / "report.csv"
     assert main(args + ["--on-error", "skip", "--report", str(report)]) == 1  # finished, one slide failed
     out = capsys.readouterr().out
     assert "1 failed" in out and str(report) in out
-    rep = pd.read_csv(report)
+    rep = pd.read_csv(report).query("status == 'failed'").reset_index()
     assert rep["slide_id"].tolist() == ["broken"] and "broken.h5" in rep["error"][0]
     assert main(args + ["--mode", "paper", "--radius", "2"]) == 2
     assert "radius" in capsys.readouterr().err
 
 
 def test_cli_build_graphs_with_manifest(cohort_dir, tmp_path, capsys):
-    pytest.importorskip("wsigraph.data.manifest")
     feat, _ = cohort_dir
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("slide_id,label\ns0,a\ns2,b\nmissing_slide,a\n")
@@ -231,4 +230,6 @@ def test_cli_build_graphs_with_manifest(cohort_dir, tmp_path, capsys):
                  "--no-progress", "--on-error", "skip", "--report", str(report)])
     assert code == 1  # missing_slide has no feature file: a failure, listed in the report
     assert sorted(f.name.split(".")[0] for f in cache.glob("*.pt")) == ["s0", "s2"]
-    assert pd.read_csv(report)["slide_id"].tolist() == ["missing_slide"]
+    rep = pd.read_csv(report)
+    assert rep.query("status == 'failed'")["slide_id"].tolist() == ["missing_slide"]
+    assert rep.query("status == 'done'")["slide_id"].tolist() == ["s0", "s2"]

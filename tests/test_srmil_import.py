@@ -74,7 +74,7 @@ def test_round_trip(tmp_path):
             np.testing.assert_array_equal(bag.patch_labels, item.y.numpy())
         else:
             assert bag.patch_labels is None
-    assert not (tmp_path / "out" / "import_report.csv").exists()
+    assert set(pd.read_csv(tmp_path / "out" / "import_srmil_report.csv")["status"]) == {"done"}
 
 
 def test_default_class_names_and_lattice_unit_positions(tmp_path):
@@ -92,12 +92,12 @@ def test_broken_item_raises_naming_item_and_slide(tmp_path):
     bad.x[3, 1] = float("nan")
     pkl = dump(tmp_path / "C16.pkl", [make_item("ok", 10, 0), bad])
     with pytest.raises(InputError, match=r"C16\.pkl, item 1 \(slide bad_slide\).*NaN or inf.*row 3"):
-        import_srmil(pkl, tmp_path / "out", trust_pickle=True, progress=False)
+        import_srmil(pkl, tmp_path / "out", trust_pickle=True, on_error="raise", progress=False)
     mismatch = make_item("short_pos", 10, 0)
     mismatch.pos = mismatch.pos[:7]
     pkl = dump(tmp_path / "m.pkl", [mismatch])
     with pytest.raises(InputError, match=r"m\.pkl, item 0 \(slide short_pos\).*10 rows but 'coords' has 7"):
-        import_srmil(pkl, tmp_path / "out2", trust_pickle=True, progress=False)
+        import_srmil(pkl, tmp_path / "out2", trust_pickle=True, on_error="raise", progress=False)
 
 
 def test_broken_items_skipped_with_report(tmp_path):
@@ -109,7 +109,7 @@ def test_broken_items_skipped_with_report(tmp_path):
     cohort = import_srmil(pkl, tmp_path / "out", classes=["normal", "tumor"], trust_pickle=True, on_error="skip",
                           progress=False)
     assert cohort.slide_ids == ["ok1", "ok2"]
-    report = pd.read_csv(tmp_path / "out" / "import_report.csv")
+    report = pd.read_csv(tmp_path / "out" / "import_srmil_report.csv").query("status == 'failed'")
     assert list(report["slide_id"]) == ["bad_slide", "no_pos", "three"]
     errors = dict(zip(report["slide_id"], report["error"]))
     assert "item 1" in errors["bad_slide"] and "NaN or inf" in errors["bad_slide"]
@@ -119,14 +119,14 @@ def test_broken_items_skipped_with_report(tmp_path):
     assert cohort.import_report.failed.keys() == {"bad_slide", "no_pos", "three"}
     assert main(["import-srmil", str(pkl), str(tmp_path / "cli"), "--trust-pickle", "--classes", "normal", "tumor",
                  "--on-error", "skip", "--no-progress"]) == 1  # finished, with failures listed in the report
-    assert (tmp_path / "cli" / "import_report.csv").exists()
+    assert (tmp_path / "cli" / "import_srmil_report.csv").exists()
 
 
 def test_duplicate_slide_index(tmp_path):
     pkl = dump(tmp_path / "d.pkl", [make_item("same", 5, 0), make_item("same", 6, 1)])
     with pytest.raises(InputError, match=r"d\.pkl, item 1 \(slide same\): duplicate slide_index 'same' "
                                          r"\(first at .*d\.pkl, item 0"):
-        import_srmil(pkl, tmp_path / "out", trust_pickle=True, progress=False)
+        import_srmil(pkl, tmp_path / "out", trust_pickle=True, on_error="raise", progress=False)
 
 
 def test_not_a_pickle_missing_file_and_wrong_content(tmp_path):

@@ -281,14 +281,14 @@ def test_cli_tile_skips_bad_slides_and_resumes(shared_data, tmp_path, capsys):
     assert bag.num_patches > 0 and (bag.coords % 224 == 0).all()
     for sub in ("masks", "overlays"):
         assert (out / sub / "CMU-1-Small-Region.png").exists()
-    report = (out / "tile_failures.csv").read_text()
+    report = (out / "tile_report.csv").read_text()
     assert "blank" in report and "no tissue found" in report
     summary = (out / "tiling_summary.csv").read_text()
     assert f"CMU-1-Small-Region,done,{bag.num_patches}," in summary
     capsys.readouterr()
     assert main(args) == 1  # the blank slide still fails; CMU is not redone
     printed = capsys.readouterr().out
-    assert "1 already complete" in printed and f"listed in {out / 'tile_failures.csv'}" in printed
+    assert "1 already complete" in printed and f"listed in {out / 'tile_report.csv'}" in printed
 
 
 def test_cli_segment_and_user_masks(shared_data, tmp_path):

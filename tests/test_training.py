@@ -346,8 +346,8 @@ def test_predict_skips_a_broken_slide_exit_1_and_labels_the_heatmap(cv_run, coho
     out = tmp_path / "pred"
     assert main(["predict", "--checkpoint", str(cv_run / "fold_0" / "best.ckpt"), "--features", str(good),
                  str(broken), "--out", str(out), "--on-error", "skip", "--no-progress"]) == 1
-    assert f"listed in {out / 'predict_errors.csv'}" in capsys.readouterr().out
-    assert pd.read_csv(out / "predict_errors.csv")["slide_id"].tolist() == ["broken"]
+    assert f"listed in {out / 'predict_report.csv'}" in capsys.readouterr().out
+    assert pd.read_csv(out / "predict_report.csv").query("status == 'failed'")["slide_id"].tolist() == ["broken"]
     assert pd.read_csv(out / "predictions.csv", dtype={"slide_id": str})["slide_id"].tolist() == [good.stem]
     scores = load_scores(out / "scores" / f"{good.stem}.h5")  # what `wsigraph heatmap` reads
     assert scores.name == "srmil patch score" and scores.attrs["pred"] in scores.attrs["classes"]

@@ -112,17 +112,17 @@ def tiling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------
-# cohort jobs (wsigraph.utils.jobs.run_per_slide and the functions built on it)
+# cohort jobs (wsigraph.pipeline.runner.run_per_slide and the functions built on it)
 # ------------------------------------------------------------------------------------------------------
 
 
-def add_job_args(p: _Parser, *, report_default: str, on_error: str = "raise", overwrite: bool = False,
+def add_job_args(p: _Parser, *, report_default: str, on_error: str = "skip", overwrite: bool = False,
                  shard: bool = False, items: str = "slides") -> _Group:
     """``--on-error``, ``--report``, ``--no-progress`` and optionally ``--overwrite`` and ``--shard``.
 
     Args:
-        report_default: where the failure report goes when ``--report`` is not given (for the help).
-        on_error: the command's default, ``"raise"`` or ``"skip"``.
+        report_default: where the report goes when ``--report`` is not given (for the help).
+        on_error: the default, ``"skip"`` in every cohort command (``wsigraph.pipeline.runner``).
         items: what the command iterates over, for the help ("slides", "items" ...).
     """
     g = p.add_argument_group("cohort job")
@@ -130,14 +130,17 @@ def add_job_args(p: _Parser, *, report_default: str, on_error: str = "raise", ov
         g.add_argument("--shard", metavar="I/N",
                        help="process slides I::N (0-based) of the list sorted by slide id; default from RANK/"
                             "WORLD_SIZE (torchrun) or SLURM_PROCID/SLURM_NTASKS")
-    g.add_argument("--on-error", choices=("raise", "skip"), default=on_error,
-                   help=f"raise: stop at the first failure; skip: go on past failing {items} and list them in "
-                        "the report (default: %(default)s)")
-    g.add_argument("--report", metavar="CSV", help=f"failure report, CSV slide_id,stage,error "
+    g.add_argument("--on-error", choices=("skip", "raise"), default=on_error,
+                   help=f"skip: go on past failing {items} and list them in the report; raise: stop at the "
+                        "first failure (default: %(default)s)")
+    g.add_argument("--report", metavar="CSV", help=f"report of the run, CSV slide_id,stage,status,error, one row "
+                                                   f"per {items[:-1] if items.endswith('s') else items} "
                                                    f"(default: {report_default})")
     if overwrite:
         g.add_argument("--overwrite", action="store_true",
-                       help=f"redo {items} whose outputs are already complete (default: skip them = resume)")
+                       help=f"redo {items} whose outputs are already complete (default: skip those made with the "
+                            "same parameters = resume, and refuse to run when outputs made with other "
+                            "parameters are in the folder)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     return g
 

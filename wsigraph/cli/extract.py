@@ -24,7 +24,10 @@ def _add_encoder_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", metavar="PATH",
                    help="local weights file (.safetensors/.pth/.bin/.pt) or folder holding one; never downloaded")
     g.add_argument("--random-init", action="store_true",
-                   help="build the encoder without weights, randomly initialised (tests and benchmarks only)")
+                   help="build the encoder without weights, randomly initialised (tests and benchmarks only; "
+                        "train and bench refuse such features unless allowed)")
+    g.add_argument("--random-init-seed", type=int, default=0, metavar="SEED",
+                   help="seed of --random-init, recorded with the features (default: %(default)s)")
     g.add_argument("--model-kwargs", metavar="JSON",
                    help="extra timm.create_model arguments for timm: encoders, e.g. '{\"init_values\": 1e-5}'")
     g.add_argument("--input-size", type=int, metavar="PX",
@@ -43,7 +46,7 @@ def _add_encoder_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_cohort_job_args(p: argparse.ArgumentParser, command: str) -> None:
-    add_job_args(p, report_default=f"OUT/{command}_failures[.shard-I-of-N].csv", on_error="skip", overwrite=True,
+    add_job_args(p, report_default=f"OUT/{command}_report[.shard-I-of-N].csv", overwrite=True,
                  shard=True)
 
 
@@ -68,15 +71,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "preprocess", help="segment tissue, tile and extract features for a folder or manifest of slides",
         description="For each slide: tissue mask -> global patch grid -> patch features. Writes OUT/coords/, "
-                    "OUT/masks/, OUT/features_<encoder>/ and OUT/preprocess_summary.json. Resumable at both "
-                    "stages; failing slides are skipped and reported while the others complete.")
+                    "OUT/masks/ (binary masks), OUT/overlays/, OUT/features_<encoder>/, OUT/preprocess_summary.json "
+                    "and OUT/preprocess_report.csv. Resumable at both stages: outputs made with the same "
+                    "parameters are skipped, outputs made with others make it refuse (--overwrite recomputes); "
+                    "failing slides are skipped and reported while the others complete.")
     p.add_argument("slides", metavar="SLIDES",
                    help="folder of slides, or CSV manifest with a path column (path/slide_path/wsi/filename) "
                         "and optional slide_id, mpp columns")
     p.add_argument("--out", required=True, metavar="DIR")
     add_tiling_args(p)
-    g = add_tissue_args(p, masks=False)  # preprocess_cohort segments every slide: no user masks
-    g.add_argument("--no-masks", action="store_true", help="do not write the mask overlay PNGs")
+    g = add_tissue_args(p)
+    g.add_argument("--no-masks", action="store_true", help="do not write the mask and overlay PNGs")
     add_mpp_args(p)
     _add_encoder_args(p)
     _add_cohort_job_args(p, "preprocess")
@@ -103,7 +108,8 @@ def _build(args: argparse.Namespace):
             raise InputError(f"--model-kwargs is not valid JSON ({e}): {args.model_kwargs!r}") from e
         if not isinstance(kwargs, dict):
             raise InputError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
-    return build_encoder(args.encoder, weights=args.weights, random_init=args.random_init, device="cpu",
+    return build_encoder(args.encoder, weights=args.weights, random_init=args.random_init,
+                         seed=args.random_init_seed, device="cpu",
                          input_size=args.input_size, model_kwargs=kwargs)
 
 
@@ -155,7 +161,7 @@ def _preprocess(args: argparse.Namespace) -> int:
         j.mpp = resolve(j.slide_id, j.mpp)  # --mpp-csv, else the manifest's mpp column, else --mpp
     encoder = _build(args)
     report = preprocess_cohort(slides, args.out, encoder, segment_kwargs=tissue_kwargs(args),
-                               default_mpp=args.default_mpp, save_masks=not args.no_masks, **tiling_kwargs(args),
+                               default_mpp=args.default_mpp, masks_dir=args.masks, save_masks=not args.no_masks, **tiling_kwargs(args),
                                **_run_kwargs(args))
     return _print_report(report, args.out)
 

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--backend", choices=("auto", "lattice", "kdtree", "torch_cluster"), default="auto",
                    help="search backend; all give the same edges (default: %(default)s)")
     g.add_argument("--edge-attr", action="store_true", help="store edge lengths (patch steps) as edge_attr")
-    add_job_args(p, report_default="with skip, CACHE/build_graphs_report.csv")
+    add_job_args(p, report_default="CACHE/build_graphs_report.csv")
     p.set_defaults(func=_build_graphs)
 
 
@@ -61,7 +61,7 @@ def _build_graphs(args: argparse.Namespace) -> int:
         if not files:
             raise InputError(f"{args.features}: no feature files (*.h5, *.hdf5, *.pt) in this folder")
         dataset = GraphDataset(list(files.values()), slide_ids=list(files), graph=cfg, cache_dir=args.cache)
-    kw = job_kwargs(args, Path(args.cache) / "build_graphs_report.csv" if args.on_error == "skip" else None)
+    kw = job_kwargs(args, Path(args.cache) / "build_graphs_report.csv")
     report = build_graph_cache(dataset, failed_before=failed_before, **kw)
     n_edges = sum(r["num_edges"] for r in report.results.values())
     print(f"graphs in {args.cache}: {report.summary()}; {n_edges} edges built this run")

@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (predictions.csv, scores/<slide_id>.h5)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     p.add_argument("--cache-dir", default=None, help="graph cache folder")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="skip: go on past bad slides and list them in predict_errors.csv")
+    p.add_argument("--on-error", choices=("skip", "raise"), default="skip",
+                   help="skip (default): go on past bad slides and list them in OUT/predict_report.csv; "
+                        "raise: stop at the first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 

@@ -646,7 +646,7 @@ def label_feature_folder(
     missing: str = "negative",
     min_fraction: float | str = 0.5,
     classes: Sequence[str] | None = None,
-    on_error: str = "raise",
+    on_error: str = "skip",
     report_path: str | os.PathLike | None = None,
     progress: bool = True,
     link: bool = False,
@@ -659,15 +659,15 @@ def label_feature_folder(
         out_dir: where the labelled copies go (None: in place).
         missing: what to do for a slide without an annotation file: ``"negative"`` (all-zero labels,
             the CAMELYON16 convention for normal slides), ``"skip"`` (leave it out) or ``"error"``.
-        on_error, report_path, progress: as in :func:`wsigraph.utils.jobs.run_per_slide`.
+        on_error, report_path, progress: as in :func:`wsigraph.pipeline.runner.run_per_slide`.
         link: write small files that link to the originals' datasets (see :func:`add_patch_labels`);
             needs ``out_dir``.
 
     Returns:
-        the :class:`~wsigraph.utils.jobs.JobReport`; ``results[slide_id]`` is the number of positive patches.
+        the :class:`~wsigraph.pipeline.runner.JobReport`; ``results[slide_id]`` is the number of positive patches.
     """
     from wsigraph.data.features import H5_SUFFIXES, list_feature_files
-    from wsigraph.utils.jobs import run_per_slide
+    from wsigraph.pipeline.runner import run_per_slide
 
     if missing not in ("negative", "skip", "error"):
         raise InputError(f"missing must be 'negative', 'skip' or 'error', got {missing!r}")

@@ -176,7 +176,7 @@ def import_srmil(
     classes: Sequence[str] | None = None,
     trust_pickle: bool = False,
     patch_size_level0: int = 224,
-    on_error: str = "raise",
+    on_error: str = "skip",
     *,
     splits: Sequence[str] | None = None,
     mpp: float = 0.5,
@@ -191,19 +191,19 @@ def import_srmil(
         trust_pickle: must be True (see :data:`PICKLE_WARNING`).
         patch_size_level0: the grid step of ``pos`` in level-0 pixels (224 in the paper's files).
         on_error: ``"raise"`` or ``"skip"`` (bad items are skipped and listed in ``report_path``,
-            default ``out_dir/import_report.csv``).
+            default ``out_dir/import_srmil_report.csv``).
         splits: one split name (``train``/``val``/``test``) per pickle, written to the manifest's
             ``split`` column.
     Returns:
         the imported :class:`~wsigraph.data.manifest.Cohort`; its ``import_report`` attribute is the
-        :class:`~wsigraph.utils.jobs.JobReport` (what was done, what failed and why).
+        :class:`~wsigraph.pipeline.runner.JobReport` (what was done, what failed and why).
     """
     import pandas as pd
 
     from wsigraph.data.features import write_features
     from wsigraph.data.manifest import SPLIT_NAMES, read_manifest
     from wsigraph.utils.atomic import atomic_path
-    from wsigraph.utils.jobs import run_per_slide
+    from wsigraph.pipeline.runner import run_per_slide
 
     paths = [Path(pkl_path)] if isinstance(pkl_path, (str, os.PathLike)) else [Path(p) for p in pkl_path]
     if not paths:
@@ -258,7 +258,7 @@ def import_srmil(
         return {"label_index": c["label_index"], "split": split}
 
     report = run_per_slide(jobs, convert, on_error=on_error, desc="import-srmil", stage="import-srmil",
-                           report_path=report_path or out_dir / "import_report.csv", progress=progress)
+                           report_path=report_path or out_dir / "import_srmil_report.csv", progress=progress)
     done = [sid for sid, _ in jobs if sid in report.results]
     if not done:
         raise InputError(f"{paths[0]}: no item could be imported ({len(report.failed)} failed)")

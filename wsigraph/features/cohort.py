@@ -1,7 +1,7 @@
 """Cohort jobs over many slides: shards, resume, skip-and-report, and matching coords files to slides.
 
 :func:`extract_cohort` runs :func:`wsigraph.features.extract.extract_features` per slide through
-:func:`wsigraph.utils.jobs.run_per_slide`, so a long job shows its progress, resumes (slides whose output is
+:func:`wsigraph.pipeline.runner.run_per_slide`, so a long job shows its progress, resumes (slides whose output is
 complete for this encoder are skipped), skips and reports slides that fail, and can be split over processes
 or machines: ``shard=(i, n)``, or ``RANK``/``WORLD_SIZE`` set by torchrun, or ``SLURM_PROCID``/``SLURM_NTASKS``;
 shard ``i`` takes slides ``i::n`` of the list sorted by slide id.
@@ -86,25 +86,6 @@ class SlideJob:
     mpp: float | None = None
 
 
-def feature_file_status(path: str | os.PathLike, encoder_name: str) -> str:
-    """``"missing"``, ``"done"`` (complete, same encoder) or ``"other"`` (complete, another encoder)."""
-    import h5py
-
-    from wsigraph.data.features import is_complete_feature_file
-
-    path = Path(path)
-    if not is_complete_feature_file(path):
-        return "missing"
-    try:
-        with h5py.File(path, "r") as f:
-            enc = f.attrs.get("encoder")
-    except OSError:
-        return "missing"
-    if isinstance(enc, bytes):
-        enc = enc.decode()
-    return "done" if enc == encoder_name else "other"
-
-
 def encoder_folder_name(name: str) -> str:
     """A folder-safe form of an encoder name (``timm:resnet18`` -> ``timm-resnet18``)."""
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
@@ -137,7 +118,7 @@ def extract_cohort(
     a complete file of *another* encoder is an error for that slide (reported), never overwritten
     silently. ``shard``: ``"i/n"`` or ``(i, n)``; default from ``RANK``/``WORLD_SIZE`` (torchrun) or
     ``SLURM_PROCID``/``SLURM_NTASKS``. Failures are written to ``report_path`` (default
-    ``out_dir/extract_failures[.shard-i-of-n].csv``) and a summary to ``out_dir/extract_summary[...].json``.
+    ``out_dir/extract_report[.shard-i-of-n].csv``) and a summary to ``out_dir/extract_summary[...].json``.
     """
     def coords_of(job: SlideJob) -> Path:
         if job.slide_path is None:
@@ -172,14 +153,16 @@ def run_extraction_job(
     progress: bool,
     tiling: bool = False,
     summary: dict[str, Any] | None = None,
+    provenance_of: Callable[[SlideJob, dict[str, Any]], Any] | None = None,
+    coords_status: Callable[[SlideJob], Any] | None = None,
 ):
     """The cohort job behind ``extract`` and ``preprocess``: ``feat_dir/<slide_id>.h5`` for each slide of this
-    shard, through :func:`~wsigraph.utils.jobs.run_per_slide`; returns the ``JobReport``.
+    shard, through :func:`~wsigraph.pipeline.runner.run_per_slide`; returns the ``JobReport``.
 
     Args:
         coords_of: ``coords_of(job) -> Path``, the slide's coords file (with ``tiling``, it makes it); what
             it raises is that slide's failure.
-        command: names the progress bar, the report's stage and ``out_dir/<command>_failures[.shard].csv``
+        command: names the progress bar, the report's stage and ``out_dir/<command>_report[.shard].csv``
             (default report) and ``out_dir/<command>_summary[.shard].json``.
         extract_kwargs: the options of :func:`~wsigraph.features.extract.extract_features` besides the paths,
             the encoder, the device, ``slide_mpp`` (``SlideJob.mpp``) and ``progress``.
@@ -187,8 +170,15 @@ def run_extraction_job(
             is ``coords_of``'s to say, ``extraction`` this function's) and each slide's result records its
             coords file and tiling time.
         summary: more entries of the JSON summary.
+        provenance_of: ``provenance_of(job, encoder_params) -> Provenance`` of the slide's feature file
+            (default: :func:`extraction_provenance`, which fingerprints the slide and digests the coords).
+        coords_status: with ``tiling``, the status of the slide's coords file (``"done"``, ``"missing"`` or its
+            differences), checked before any work so stale coords are refused like stale features.
+
+    Resume: a slide is skipped when its feature file records the provenance this run would write; when any
+    records another one, nothing runs and the job says which parameters differ (``overwrite`` recomputes).
     """
-    from wsigraph.utils.jobs import run_per_slide
+    from wsigraph.pipeline.runner import run_per_slide
 
     out_dir, feat_dir = Path(out_dir), Path(feat_dir)
     for d in (out_dir, feat_dir):
@@ -199,24 +189,42 @@ def run_extraction_job(
     encoder = encoder.to(dev).eval()
     suffix = shard_suffix(shard_t)
     if report_path is None:
-        report_path = out_dir / f"{command}_failures{suffix}.csv"
+        report_path = out_dir / f"{command}_report{suffix}.csv"
     if shard_t is not None:
         log.info("shard %d/%d: %d of %d slides", shard_t[0], shard_t[1], len(mine), len(jobs))
 
-    def is_done(slide_id: str, job: SlideJob) -> bool:
-        return not overwrite and feature_file_status(slide_file(feat_dir, slide_id, ".h5"), encoder.name) == "done"
+    from wsigraph.features.extract import amp_name, resolve_amp
+    from wsigraph.pipeline.provenance import provenance_differences, read_h5_provenance
+
+    encoder_params = {"encoder": encoder.identity(),
+                      "amp": amp_name(resolve_amp(extract_kwargs.get("amp", "auto"), dev, encoder)),
+                      "features_dtype": extract_kwargs.get("features_dtype", "float32")}
+    expected = provenance_of or (lambda job, params: extraction_provenance(job, coords_of(job), params))
+
+    def status(slide_id: str, job: SlideJob) -> Any:
+        out = slide_file(feat_dir, slide_id, ".h5")
+        from wsigraph.data.features import is_complete_feature_file
+
+        if is_complete_feature_file(out):
+            try:
+                want = expected(job, encoder_params)
+            except WsigraphError:
+                return "missing"  # its inputs cannot be read now: run it, and let it fail with the reason
+            return provenance_differences(read_h5_provenance(out), want) or "done"
+        if coords_status is not None:
+            st = coords_status(job)
+            if st not in ("done", "missing"):
+                return [f"coords: {d}" for d in st]
+        return "missing"
 
     def run_one(slide_id: str, job: SlideJob) -> dict[str, Any]:
         out = slide_file(feat_dir, slide_id, ".h5")
-        if not overwrite and feature_file_status(out, encoder.name) == "other":
-            raise InputError(f"{out}: holds features of another encoder; use another output folder, "
-                             "delete the file, or pass overwrite (--overwrite)")
         t0 = time.perf_counter()
         coords_path = coords_of(job)
         t1 = time.perf_counter()
         try:
             res = extract_features(job.slide_path, coords_path, out, encoder, device=dev, slide_mpp=job.mpp,
-                                   progress=progress, **extract_kwargs)
+                                   progress=progress, provenance=expected(job, encoder_params), **extract_kwargs)
         except WsigraphError as e:
             if not tiling:
                 raise
@@ -228,13 +236,30 @@ def run_extraction_job(
         return result
 
     t0 = time.perf_counter()
-    report = run_per_slide([(j.slide_id, j) for j in mine], run_one, on_error=on_error, is_done=is_done,
-                           desc=f"{command}{suffix}", report_path=report_path, stage=command, progress=progress)
+    report = run_per_slide([(j.slide_id, j) for j in mine], run_one, on_error=on_error, status=status,
+                           overwrite=overwrite, desc=f"{command}{suffix}", report_path=report_path, stage=command,
+                           progress=progress)
     write_job_summary(out_dir / f"{command}_summary{suffix}.json", report, time.perf_counter() - t0,
                       extra={"encoder": encoder.name, "encoder_weights": encoder.weights_label,
                              "device": str(dev), **(summary or {}), "shard": list(shard_t) if shard_t else None,
                              "report": str(report_path) if report.failed else None})
     return report
+
+
+def extraction_provenance(job: SlideJob, coords_path: Path, encoder_params: dict[str, Any]) -> Any:
+    """Provenance of an ``extract`` feature file: the encoder, precision and storage type, the slide's mpp
+    override, the slide file's fingerprint and the digest of the coords (values and patch size)."""
+    import numpy as np
+
+    from wsigraph.features.extract import _read_coords_file
+    from wsigraph.pipeline.provenance import Provenance, array_digest, quick_fingerprint
+
+    if job.slide_path is None or not Path(job.slide_path).exists():
+        raise MissingFileError(f"{job.slide_path}: slide file does not exist")
+    coords, _, step = _read_coords_file(Path(coords_path))
+    return Provenance("extract", {**encoder_params, "slide_mpp": job.mpp},
+                      {"slide": quick_fingerprint(job.slide_path),
+                       "coords": {"digest": array_digest(coords, np.asarray([step]))}})
 
 
 def write_job_summary(path: Path, report: Any, seconds: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -65,7 +65,8 @@ class PatchEncoder(nn.Module):
         spec: the :class:`EncoderSpec` it was built from.
     """
 
-    def __init__(self, spec: EncoderSpec, backbone: nn.Module, weights: Path | None = None) -> None:
+    def __init__(self, spec: EncoderSpec, backbone: nn.Module, weights: Path | None = None,
+                 random_init_seed: int | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.backbone = backbone
@@ -75,6 +76,7 @@ class PatchEncoder(nn.Module):
         self.read_size = spec.read_size
         self.precision = spec.precision
         self.weights = weights
+        self.random_init_seed = None if weights is not None else random_init_seed
         self.transform = PilToUint8(self.read_size, spec.interpolation)
         self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -87,6 +89,16 @@ class PatchEncoder(nn.Module):
     def weights_label(self) -> str:
         """What the feature files record as ``encoder_weights``: the file name, or ``"random-init"``."""
         return "random-init" if self.weights is None else self.weights.name
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this encoder's features what they are, for provenance records: name, width, input
+        and read sizes, and the SHA-256 of the weights file (``"random-init"`` and the seed without one)."""
+        from wsigraph.pipeline.provenance import file_sha256
+
+        return {"name": self.name, "dim": int(self.dim), "input_size": int(self.input_size),
+                "read_size": int(self.read_size),
+                "weights_sha256": None if self.weights is None else file_sha256(self.weights),
+                "random_init_seed": self.random_init_seed}
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, 3, S, S)`` -> normalised float ``(B, 3, input_size, input_size)``; floats pass through."""
@@ -126,6 +138,7 @@ def build_encoder(
     weights: str | os.PathLike | None = None,
     *,
     random_init: bool = False,
+    seed: int = 0,
     device: str | torch.device = "cpu",
     input_size: int | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
@@ -138,6 +151,8 @@ def build_encoder(
             ever downloaded.
         random_init: build without weights, randomly initialised. For tests and benchmarks only: the
             features mean nothing. Without ``weights`` this must be set explicitly.
+        seed: the random initialisation's seed (so two runs, or a resumed run, draw the same encoder; the
+            global RNG state is left as it was).
         input_size: override the input side (CNNs; ViTs built with ``dynamic_img_size``).
         model_kwargs: extra ``timm.create_model`` arguments for ``timm:`` encoders.
 
@@ -158,7 +173,9 @@ def build_encoder(
             "wsigraph never downloads weights. random_init=True (CLI --random-init) builds it randomly "
             "initialised, for tests only")
     if random_init:
-        backbone = spec.build()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            backbone = spec.build()
         file = None
         log.warning("encoder %s is randomly initialised (random_init): its features are meaningless outside tests",
                     spec.name)
@@ -166,7 +183,7 @@ def build_encoder(
         backbone, file = _build_with_weights(spec, weights)
     if spec.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
-    enc = PatchEncoder(spec, backbone, weights=file)
+    enc = PatchEncoder(spec, backbone, weights=file, random_init_seed=int(seed) if random_init else None)
     enc.eval().requires_grad_(False)
     return enc.to(device)
 

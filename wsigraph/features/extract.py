@@ -20,6 +20,7 @@ import torch
 from wsigraph.errors import InputError, MissingFileError, WsigraphError
 from wsigraph.features.dataset import PatchDataset, make_loader
 from wsigraph.features.encoders import PatchEncoder
+from wsigraph.pipeline.provenance import PROVENANCE_ATTR
 
 log = logging.getLogger("wsigraph")
 
@@ -68,6 +69,11 @@ def auto_num_workers(device: str | torch.device = "auto") -> int:
     if resolve_device(device).type == "cuda":
         return max(1, min(16, cpus - 1))
     return min(4, max(1, cpus // 8))
+
+
+def amp_name(dtype: torch.dtype | None) -> str:
+    """``"fp32"`` (no autocast), ``"bf16"`` or ``"fp16"``: how :func:`resolve_amp`'s answer is recorded."""
+    return next((k for k, v in _AMP_DTYPES.items() if v == dtype), "fp32")
 
 
 def resolve_amp(amp: str, device: torch.device, encoder: PatchEncoder | None = None) -> torch.dtype | None:
@@ -184,6 +190,7 @@ def extract_features(
     slide_mpp: float | None = None,
     progress: bool = False,
     opener: Callable[..., Any] | None = None,
+    provenance: Any = None,
 ) -> ExtractResult:
     """Embed every patch of one slide and write ``out_h5`` (atomically).
 
@@ -198,6 +205,8 @@ def extract_features(
         features_dtype: ``"float32"`` or ``"float16"`` on disk.
         slide_mpp: level-0 µm/px for slides without metadata (used only where the coords file has no mpp).
         opener: slide opener for the dataset (default ``wsigraph.slide.open_slide``).
+        provenance: a :class:`~wsigraph.pipeline.provenance.Provenance` stored with the features (what a
+            resumed cohort job compares); the coords file's own record is not copied.
 
     The file holds ``coords`` (N, 2) int64, ``features`` (N, D) and attributes: the coords file's own
     (``patch_size``, ``patch_level``, ``patch_size_level0``, ``mpp``, ``target_mpp`` ...) plus
@@ -261,10 +270,13 @@ def extract_features(
         "encoder_dim": int(encoder.dim),
         "encoder_input_size": int(encoder.input_size),
         "encoder_weights": encoder.weights_label,
+        "encoder_random_init_seed": encoder.random_init_seed,
         "encoder_mpp": float(attrs["mpp"]) * float(attrs["patch_size"]) / float(encoder.read_size),
         "slide_file": slide_path.name,
         "wsigraph_version": __version__,
     })
+    if provenance is not None:
+        attrs[PROVENANCE_ATTR] = provenance.to_json()
     write_features(out_h5, coords, features, attrs=attrs)
     seconds = time.perf_counter() - t0
     result = ExtractResult(slide_id=out_h5.stem, path=out_h5, n_patches=len(dataset), seconds=seconds)
@@ -295,7 +307,8 @@ def _check_coords_in_slide(coords: np.ndarray, step: int, slide: Any, coords_h5:
 
 def _feature_attrs(attrs: dict[str, Any], step: int, slide: Any, coords_h5: Path) -> dict[str, Any]:
     """The coords file's attributes, completed with what the feature layout requires."""
-    out = {k: v for k, v in attrs.items() if v is not None and not k.startswith("encoder")}
+    out = {k: v for k, v in attrs.items()
+           if v is not None and not k.startswith("encoder") and k != PROVENANCE_ATTR}
     out["patch_size_level0"] = int(step)
     out.setdefault("patch_size", int(step))
     out.setdefault("patch_level", 0)

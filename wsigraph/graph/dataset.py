@@ -249,7 +249,7 @@ def _check_cached(obj: Any, n: int, want_edge_attr: bool) -> str | None:
 def build_graph_cache(
     dataset: GraphDataset,
     *,
-    on_error: str = "raise",
+    on_error: str = "skip",
     report_path: str | os.PathLike | None = None,
     progress: bool = True,
     failed_before: dict[str, str] | None = None,
@@ -258,13 +258,13 @@ def build_graph_cache(
 
     Args:
         dataset: a :class:`GraphDataset` with a ``cache_dir``.
-        on_error: ``"raise"`` or ``"skip"`` (failures go to the report).
-        report_path: CSV ``slide_id,stage,error`` written when something failed.
+        on_error: ``"skip"`` (failures go to the report) or ``"raise"``.
+        report_path: the report CSV ``slide_id,stage,status,error`` (one row per slide).
         failed_before: failures found before building (e.g. slides without a feature file), reported too.
     Returns:
-        the :class:`~wsigraph.utils.jobs.JobReport` (``results[slide_id]`` = ``{"num_nodes", "num_edges"}``).
+        the :class:`~wsigraph.pipeline.runner.JobReport` (``results[slide_id]`` = ``{"num_nodes", "num_edges"}``).
     """
-    from wsigraph.utils.jobs import run_per_slide
+    from wsigraph.pipeline.runner import run_per_slide
 
     if dataset.cache_dir is None:
         raise ConfigError("build_graph_cache: the dataset has no cache_dir")
@@ -274,7 +274,8 @@ def build_graph_cache(
                            progress=progress)
     if failed_before:
         report.failed = {**failed_before, **report.failed}
-    if report.failed and report_path is not None:
+    if report_path is not None:
         report.write(report_path, "build-graphs")
-        log.warning("%d slide(s) failed; report written to %s", len(report.failed), report_path)
+        if report.failed:
+            log.warning("%d slide(s) failed; listed in %s", len(report.failed), report_path)
     return report

@@ -12,7 +12,7 @@
               model, classes, probs (C,), pred
 
   ``wsigraph heatmap`` draws it. A rerun skips slides whose scores file
-  exists (resume); ``on_error="skip"`` goes on past bad slides and writes ``predict_errors.csv``.
+  exists (resume); ``on_error="skip"`` goes on past bad slides and lists them in ``predict_report.csv``.
 """
 from __future__ import annotations
 
@@ -292,7 +292,7 @@ def _scores_file_probs(path: Path, classes: Sequence[str]) -> np.ndarray | None:
 
 def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequence[str | os.PathLike],
             out_dir: str | os.PathLike, *, device: str = "auto", precision: str = "auto",
-            cache_dir: str | os.PathLike | None = None, on_error: str = "raise", progress: bool = True) -> Any:
+            cache_dir: str | os.PathLike | None = None, on_error: str = "skip", progress: bool = True) -> Any:
     """Class probabilities and per-patch scores for slides without labels.
 
     Args:
@@ -300,16 +300,16 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
         features: a folder of feature files, one file, or a list of files/folders.
         out_dir: gets ``predictions.csv`` (``slide_id,pred,prob_<class>...``; every slide done now or on an
             earlier run) and ``scores/<slide_id>.h5``.
-        on_error: ``"raise"`` or ``"skip"`` (failed slides listed in ``predict_errors.csv``).
+        on_error: ``"skip"`` (failed slides listed in ``predict_report.csv``) or ``"raise"``.
 
     Returns:
-        the :class:`~wsigraph.utils.jobs.JobReport`; ``results[slide_id]`` holds the probabilities (C,) of
+        the :class:`~wsigraph.pipeline.runner.JobReport`; ``results[slide_id]`` holds the probabilities (C,) of
         the slides predicted in this run.
     """
     from wsigraph.data.features import read_coords
     from wsigraph.graph import GraphConfig
     from wsigraph.train.checkpoint import load_checkpoint
-    from wsigraph.utils.jobs import run_per_slide
+    from wsigraph.pipeline.runner import run_per_slide
     from wsigraph.viz.scores import write_scores
 
     ckpt = load_checkpoint(checkpoint)
@@ -346,7 +346,7 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
         return p is not None
 
     report = run_per_slide(list(files.items()), run_one, on_error=on_error, is_done=is_done, desc="predict",
-                           report_path=out / "predict_errors.csv", stage="predict", progress=progress)
+                           report_path=out / "predict_report.csv", stage="predict", progress=progress)
     if report.done and not any(slide_file(scores_dir, s, ".h5").exists() for s in report.done):
         log.warning("model %r gives no per-patch scores: no scores/*.h5 written", ckpt.model_name)
     found = {**stored, **report.results}

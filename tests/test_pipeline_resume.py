@@ -1,0 +1,232 @@
+"""Resume that knows its parameters: every stage x every parameter that changes its output. A rerun with the
+same parameters skips the slide; a rerun with one parameter changed refuses (exit 2) before any work, naming
+that parameter, and leaves the outputs as they were; --overwrite recomputes."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from wsigraph.cli import main
+from wsigraph.data.features import read_features
+from wsigraph.pipeline.provenance import (
+    PROVENANCE_ATTR,
+    Provenance,
+    provenance_differences,
+    quick_fingerprint,
+    read_h5_provenance,
+)
+
+SMALL = "CMU-1-Small-Region"
+INPUT = 32
+
+
+@pytest.fixture()
+def slide_dir(tmp_path, shared_data) -> Path:
+    d = tmp_path / "slides"
+    d.mkdir()
+    os.symlink(shared_data / "slides" / f"{SMALL}.svs", d / f"{SMALL}.svs")
+    return d
+
+
+def _mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+def _refused(capsys, *names: str) -> str:
+    err = capsys.readouterr().err
+    assert "made with other parameters" in err, err
+    for name in names:
+        assert name in err, (name, err)
+    return err
+
+
+# ------------------------------------------------------------------------------------------------ records
+
+
+def test_differences_name_each_changed_key_and_ignore_the_version():
+    a = Provenance("tile", {"tiling": {"patch_size": 224, "target_mpp": 0.5}, "mpp": None}, {"slide": {"size": 3}},
+                   version="0.1.0")
+    b = Provenance("tile", {"tiling": {"patch_size": 256, "target_mpp": 0.5}, "mpp": 0.25}, {"slide": {"size": 4}},
+                   version="9.9")
+    assert provenance_differences(a, a) == []
+    assert provenance_differences(a, Provenance.from_json(a.to_json())) == []
+    assert provenance_differences(a, b) == ["mpp: None -> 0.25", "tiling.patch_size: 224 -> 256",
+                                            "inputs.slide.size: 3 -> 4"]
+    assert provenance_differences(None, a)[0].startswith("no record")
+    assert provenance_differences(Provenance("segment"), Provenance("tile")) == ["stage: 'segment' -> 'tile'"]
+
+
+def test_quick_fingerprint_follows_content_not_time(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(os.urandom(3 << 20))
+    fp = quick_fingerprint(p)
+    os.utime(p, (1, 1))
+    assert quick_fingerprint(p) == fp  # a copy with a new time stamp stays the same input
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 1
+    p.write_bytes(bytes(data))
+    assert quick_fingerprint(p) != fp
+
+
+# ------------------------------------------------------------------------------------------------ tile
+
+
+TILE_CHANGES = [
+    (["--target-mpp", "1.0"], "tiling.target_mpp: 0.5 -> 1.0"),
+    (["--patch-size", "256"], "tiling.patch_size: 224 -> 256"),
+    (["--min-tissue", "0.3"], "tiling.min_tissue: 0.5 -> 0.3"),
+    (["--threshold", "20"], "tissue.threshold: None -> 20.0"),
+    (["--mask-mpp", "16"], "tissue.mask_mpp: 8.0 -> 16.0"),
+    (["--exclude-pen"], "tissue.exclude_pen: False -> True"),
+    (["--mpp", "0.25"], "mpp: None -> 0.25"),
+]
+
+
+def test_tile_resumes_only_with_the_same_parameters(tmp_path, slide_dir, capsys):
+    out = tmp_path / "tiles"
+    base = ["tile", str(slide_dir), "--out", str(out), "--no-progress"]
+    assert main(base) == 0
+    coords = out / "coords" / f"{SMALL}.h5"
+    stamp = _mtime(coords)
+    assert read_h5_provenance(coords).params["tiling"] == {"min_tissue": 0.5, "patch_size": 224, "target_mpp": 0.5}
+    capsys.readouterr()
+    assert main(base) == 0
+    assert "1 already complete" in capsys.readouterr().out and _mtime(coords) == stamp
+    for flags, named in TILE_CHANGES:
+        assert main(base + flags) == 2, flags
+        _refused(capsys, named, SMALL, "--overwrite")
+        assert _mtime(coords) == stamp  # nothing was touched
+    assert main(base + ["--patch-size", "256", "--overwrite"]) == 0
+    assert read_features(coords, require_features=False).attrs["patch_size"] == 256
+    capsys.readouterr()
+    assert main(base + ["--patch-size", "256"]) == 0  # the new parameters are now the recorded ones
+    assert "1 already complete" in capsys.readouterr().out
+
+
+def test_tile_refuses_when_a_user_mask_appears_or_the_slide_changes(tmp_path, slide_dir, shared_data, capsys):
+    from PIL import Image
+
+    out = tmp_path / "tiles"
+    masks = tmp_path / "user_masks"
+    masks.mkdir()
+    base = ["tile", str(slide_dir), "--out", str(out), "--masks", str(masks), "--no-progress"]
+    assert main(base) == 0
+    Image.new("L", (222, 297), 255).save(masks / f"{SMALL}.png")  # the slide is 2220 x 2967 px
+    assert main(base) == 2
+    _refused(capsys, "tissue:", "inputs.user_mask")
+    assert main(base + ["--overwrite"]) == 0
+    assert read_h5_provenance(out / "coords" / f"{SMALL}.h5").params["tissue"] == "user mask"
+    # another file under the slide's name
+    (slide_dir / f"{SMALL}.svs").unlink()
+    (slide_dir / f"{SMALL}.svs").symlink_to(shared_data / "slides" / "TCGA-CR-7395-01A-01-TS1.svs")
+    assert main(base) == 2
+    _refused(capsys, "inputs.slide.sha256_ends", "inputs.slide.size")
+
+
+def test_coords_from_an_older_wsigraph_are_not_taken_as_done(tmp_path, slide_dir, capsys):
+    out = tmp_path / "tiles"
+    base = ["tile", str(slide_dir), "--out", str(out), "--no-progress"]
+    assert main(base) == 0
+    with h5py.File(out / "coords" / f"{SMALL}.h5", "a") as f:
+        for obj in (f, f["coords"]):
+            del obj.attrs[PROVENANCE_ATTR]
+    assert main(base) == 2
+    _refused(capsys, "no record of the parameters")
+
+
+def test_segment_resumes_only_with_the_same_parameters(tmp_path, slide_dir, capsys):
+    out = tmp_path / "seg"
+    base = ["segment", str(slide_dir), "--out", str(out), "--no-progress"]
+    assert main(base) == 0
+    record = out / "masks" / f"{SMALL}.json"
+    stamp = _mtime(record)
+    assert main(base) == 0 and _mtime(record) == stamp
+    assert main(base + ["--median-um", "12"]) == 2
+    _refused(capsys, "tissue.median_um: 24.0 -> 12.0")
+    assert main(base + ["--median-um", "12", "--overwrite"]) == 0 and _mtime(record) != stamp
+
+
+# ------------------------------------------------------------------------------------------------ features
+
+
+def _encoder_weights(tmp_path: Path) -> Path:
+    from wsigraph.features import build_encoder
+
+    enc = build_encoder("resnet50_trunc", random_init=True, seed=7, input_size=INPUT)
+    path = tmp_path / "weights.pth"
+    torch.save(enc.backbone.state_dict(), path)
+    return path
+
+
+def test_preprocess_resumes_only_with_the_same_encoder_and_tiling(tmp_path, slide_dir, capsys):
+    """The defect as reported: --random-init then --weights W into the same folder was 'already complete'."""
+    out = tmp_path / "pre"
+    base = ["preprocess", str(slide_dir), "--out", str(out), "--encoder", "resnet50_trunc", "--input-size",
+            str(INPUT), "--num-workers", "0", "--device", "cpu", "--no-progress"]
+    assert main(base + ["--random-init"]) == 0
+    feats = out / "features_resnet50_trunc" / f"{SMALL}.h5"
+    stamp = _mtime(feats)
+    first = read_features(feats).features
+    rec = read_h5_provenance(feats)
+    assert rec.stage == "preprocess" and rec.params["encoder"]["random_init_seed"] == 0
+    assert rec.params["encoder"]["weights_sha256"] is None and rec.params["amp"] == "fp32"
+    capsys.readouterr()
+    assert main(base + ["--random-init"]) == 0
+    assert "1 already complete" in capsys.readouterr().out and _mtime(feats) == stamp
+    weights = _encoder_weights(tmp_path)
+    changes = [
+        (["--weights", str(weights)], "encoder.weights_sha256: None -> '"),
+        (["--random-init", "--random-init-seed", "1"], "encoder.random_init_seed: 0 -> 1"),
+        (["--random-init", "--float16"], "features_dtype: 'float32' -> 'float16'"),
+        (["--random-init", "--patch-size", "256"], "tile.tiling.patch_size: 224 -> 256"),
+        (["--random-init", "--threshold", "30"], "tile.tissue.threshold: None -> 30.0"),
+        (["--random-init", "--default-mpp", "0.5"], "tile.default_mpp: None -> 0.5"),
+    ]
+    for flags, named in changes:
+        assert main(base + flags) == 2, flags
+        _refused(capsys, named)
+        assert _mtime(feats) == stamp
+    assert main(base + ["--weights", str(weights), "--overwrite"]) == 0
+    again = read_features(feats)
+    assert again.attrs["encoder_weights"] == "weights.pth" and not np.array_equal(again.features, first)
+
+
+def test_random_init_is_seeded_and_recorded():
+    from wsigraph.features import build_encoder
+
+    state = torch.random.get_rng_state()
+    a = build_encoder("resnet50_trunc", random_init=True, seed=3, input_size=INPUT)
+    b = build_encoder("resnet50_trunc", random_init=True, seed=3, input_size=INPUT)
+    c = build_encoder("resnet50_trunc", random_init=True, seed=4, input_size=INPUT)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is left alone
+    wa, wb, wc = (next(e.backbone.parameters()) for e in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    assert a.identity()["random_init_seed"] == 3
+
+
+def test_extract_resumes_only_with_the_same_coords_and_encoder(tmp_path, slide_dir, capsys):
+    tiles = tmp_path / "tiles"
+    assert main(["tile", str(slide_dir), "--out", str(tiles), "--no-progress"]) == 0
+    out = tmp_path / "feats"
+    base = ["extract", "--coords", str(tiles / "coords"), "--slides", str(slide_dir), "--out", str(out),
+            "--encoder", "resnet50_trunc", "--random-init", "--input-size", str(INPUT), "--num-workers", "0",
+            "--device", "cpu", "--no-progress"]
+    assert main(base) == 0
+    feats = out / f"{SMALL}.h5"
+    stamp = _mtime(feats)
+    assert main(base) == 0 and _mtime(feats) == stamp
+    assert main(base + ["--random-init-seed", "5"]) == 2
+    _refused(capsys, "encoder.random_init_seed: 0 -> 5")
+    assert main(base + ["--mpp", "0.5"]) == 2
+    _refused(capsys, "slide_mpp: None -> 0.5")
+    # the coords were redone with other parameters: the features no longer belong to them
+    assert main(["tile", str(slide_dir), "--out", str(tiles), "--patch-size", "256", "--overwrite",
+                 "--no-progress"]) == 0
+    assert main(base) == 2
+    _refused(capsys, "inputs.coords.digest")
+    assert _mtime(feats) == stamp
