@@ -631,6 +631,9 @@ def bench_config(template: Path, cohorts: Sequence[dict[str, Any]], out: Path, a
         if c.get("name") in by_name:
             filled.append({**c, **by_name[c["name"]]})
     raw["cohorts"] = filled or list(cohorts)
+    if getattr(args, "random_init", False):  # tests only: features of an encoder without weights
+        for c in raw["cohorts"]:
+            c["allow_random_features"] = True
     # a quick run has other epochs and model sizes: its own results folder (the harness refuses to mix them)
     raw["output_dir"] = str((out / ("results-quick" if args.quick else "results")).resolve())
     if args.models:

@@ -48,6 +48,7 @@ def test_preprocess_real_slides_feeds_graphs_training_and_heatmaps(tmp_path, sha
     config = tmp_path / "c.yaml"
     assert main(["init-config", "--manifest", str(manifest), "--features", str(feats), "--out", str(config)]) == 0
     assert main(["train", "--config", str(config), f"output_dir={run}", "train.epochs=1", "train.bootstrap=0",
+                 "data.allow_random_features=true",
                  "train.progress_bar=false", "model.hidden=16", "data.classes=[a,b]"]) == 0
     assert (run / "fold_0" / "results.json").exists()
 

@@ -75,6 +75,8 @@ class CohortSpec:
     split_seed: int = _help("seed of the splits: fixed per cohort, so every model and seed sees the same "
                             "splits", default=0)
     splits_csv: Optional[str] = _help("splits file fold,split,slide_id (split_mode csv)", default=None)
+    allow_random_features: bool = _help("accept features of a randomly initialised encoder (as "
+                                        "data.allow_random_features)", default=False)
     synthetic: Optional[dict[str, Any]] = _help(
         "parameters of wsigraph.data.synthetic.make_synthetic_cohort; the cohort is generated into root "
         "when root does not exist", default=None)

@@ -305,6 +305,7 @@ def experiment_config(cfg: BenchConfig, spec: CohortSpec, model: ModelSpec, seed
     data = DataConfig(manifest=manifest, feature_dir=spec.feature_dir, classes=spec.classes, ordinal=spec.ordinal,
                       split_mode="csv", splits_csv=str(splits_csv), n_folds=max(spec.n_folds, 1),
                       val_frac=spec.val_frac, split_seed=spec.split_seed,
+                      allow_random_features=spec.allow_random_features,
                       cache_dir=str(out / "graph_cache" / (stem or spec.name)) if cfg.cache_graphs else None)
     train = dataclasses.replace(cfg.train, seed=int(seed), progress_bar=False)
     return ExperimentConfig(data=data, graph=copy.deepcopy(cfg.graph),

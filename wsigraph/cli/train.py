@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from wsigraph.cli._options import job_exit_status
 
@@ -29,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--cache-dir", default=None, help="graph cache folder")
+    p.add_argument("--allow-feature-mismatch", action="store_true",
+                   help="go on when the features come from another encoder, weights or resolution than the "
+                        "checkpoint's (refused by default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
 
@@ -41,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--on-error", choices=("skip", "raise"), default="skip",
                    help="skip (default): go on past bad slides and list them in OUT/predict_report.csv; "
                         "raise: stop at the first")
+    p.add_argument("--allow-feature-mismatch", action="store_true",
+                   help="predict slides whose features come from another encoder, weights or resolution than "
+                        "the checkpoint's (by default they fail, listed in the report)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 
@@ -75,7 +82,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     m = evaluate(args.checkpoint, args.manifest, args.features, args.out, split=args.split, device=args.device,
                  n_bootstrap=args.bootstrap, seed=args.seed, num_workers=args.num_workers,
-                 cache_dir=args.cache_dir, progress=not args.no_progress)
+                 cache_dir=args.cache_dir, progress=not args.no_progress,
+                 allow_feature_mismatch=args.allow_feature_mismatch)
     for k in ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa"):
         ci = m.get(f"{k}_ci95")
         print(f"{k}: {m[k]:.4f}" + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""))
@@ -90,7 +98,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     features = args.features[0] if len(args.features) == 1 else args.features
     report = predict(args.checkpoint, features, args.out, device=args.device, cache_dir=args.cache_dir,
-                     on_error=args.on_error, progress=not args.no_progress)
+                     on_error=args.on_error, progress=not args.no_progress,
+                     allow_feature_mismatch=args.allow_feature_mismatch)
     print(f"predict: {report.summary()}; predictions in {Path(args.out) / 'predictions.csv'}")
     return job_exit_status(report)
 
@@ -101,6 +110,14 @@ def _init_config(args: argparse.Namespace) -> int:
     from wsigraph.utils.atomic import atomic_write_text
 
     cfg = default_config(args.model, manifest=args.manifest, feature_dir=args.features, recipe=args.recipe)
+    from pathlib import Path
+
+    if Path(args.manifest).is_file():  # write the classes it holds, so a typo label later is an error
+        from wsigraph.data.manifest import read_manifest
+
+        cfg.data.classes = read_manifest(args.manifest, require_labels=False).classes or None
+        print(f"classes found in {args.manifest}: {cfg.data.classes} (data.classes; their order is the "
+              "label_index)", file=sys.stderr)
     title = ("the SRMIL reference code's recipe (--recipe paper)" if args.recipe == "paper"
              else "wsigraph's defaults")
     text = (f"# wsigraph experiment config ({title}). Edit, then run:\n"

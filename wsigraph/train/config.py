@@ -50,6 +50,8 @@ class DataConfig:
     splits_csv: Optional[str] = _help("splits file fold,split,slide_id (split_mode csv)", default=None)
     cache_dir: Optional[str] = _help("graph cache folder (null: no cache)", default=None)
     num_workers: int = _help("data loader worker processes", default=0)
+    allow_random_features: bool = _help("accept features of a randomly initialised encoder (tests, benchmarks); "
+                                        "false: refused before training", default=False)
 
     def __post_init__(self) -> None:
         if self.split_mode not in SPLIT_MODES:

@@ -26,6 +26,7 @@ import torch
 
 from wsigraph.errors import ConfigError, InputError, MissingFileError, WsigraphError
 from wsigraph.pipeline.paths import slide_file
+from wsigraph.pipeline.validate import check_against_checkpoint, source_of_file, validate_feature_files
 
 log = logging.getLogger("wsigraph")
 
@@ -89,6 +90,13 @@ def check_feature_dims(paths: Mapping[str, Path], expected: int | None = None, e
     if dim is None:
         raise InputError(f"{where or 'cohort'}: no slides")
     return dim
+
+
+def _trained_features(ckpt: Any) -> Any:
+    """The checkpoint's record of its training features (empty for checkpoints from before the record)."""
+    from wsigraph.pipeline.validate import FeatureSource
+
+    return FeatureSource.from_dict({**(ckpt.extra.get("features") or {}), "dim": ckpt.in_dim})
 
 
 def make_dataset(paths: Sequence[Path], slide_ids: Sequence[str], labels: Sequence[int] | None,
@@ -186,7 +194,8 @@ def write_csv(df: Any, path: str | os.PathLike) -> Path:
 def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature_dir: str | os.PathLike,
              out_dir: str | os.PathLike | None = None, *, split: str | None = None, device: str = "auto",
              precision: str = "auto", n_bootstrap: int = 1000, seed: int = 0, num_workers: int = 0,
-             cache_dir: str | os.PathLike | None = None, progress: bool = True) -> dict:
+             cache_dir: str | os.PathLike | None = None, progress: bool = True,
+             allow_feature_mismatch: bool = False) -> dict:
     """Score a checkpoint on a labeled cohort.
 
     Args:
@@ -195,6 +204,10 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
         feature_dir: folder of the slides' feature files.
         out_dir: where ``metrics.json`` and ``predictions.csv`` go (None: nothing written).
         split: only the slides of this ``split`` value (train/val/test) of the manifest.
+        allow_feature_mismatch: go on (with a warning) when the features come from another encoder, weights
+            or resolution than the checkpoint's training features (refused by default).
+
+    Every feature file is checked before the first slide (:func:`wsigraph.pipeline.validate.validate_feature_files`).
 
     Returns:
         the metrics dict (with ``<metric>_ci95``), plus ``"checkpoint"``, ``"manifest"``, ``"n_unlabeled"``.
@@ -218,6 +231,10 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
     paths = dict(zip(cohort.slide_ids, cohort.feature_paths))
     check_feature_dims(paths, expected=ckpt.in_dim, expected_from=f"the checkpoint {ckpt.path} (in_dim)",
                        where=str(manifest))
+    trained = _trained_features(ckpt)
+    src = validate_feature_files(paths, where=str(manifest), allow_random_features=trained.random_init)
+    check_against_checkpoint(src, trained, where=str(manifest), checkpoint=str(ckpt.path),
+                             force=allow_feature_mismatch)
     dev = resolve_device(device)
     model = ckpt.build_model(dev)
     graph = GraphConfig(**ckpt.graph) if ckpt.graph else GraphConfig()
@@ -292,7 +309,8 @@ def _scores_file_probs(path: Path, classes: Sequence[str]) -> np.ndarray | None:
 
 def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequence[str | os.PathLike],
             out_dir: str | os.PathLike, *, device: str = "auto", precision: str = "auto",
-            cache_dir: str | os.PathLike | None = None, on_error: str = "skip", progress: bool = True) -> Any:
+            cache_dir: str | os.PathLike | None = None, on_error: str = "skip", progress: bool = True,
+            allow_feature_mismatch: bool = False) -> Any:
     """Class probabilities and per-patch scores for slides without labels.
 
     Args:
@@ -301,6 +319,8 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
         out_dir: gets ``predictions.csv`` (``slide_id,pred,prob_<class>...``; every slide done now or on an
             earlier run) and ``scores/<slide_id>.h5``.
         on_error: ``"skip"`` (failed slides listed in ``predict_report.csv``) or ``"raise"``.
+        allow_feature_mismatch: predict slides whose features come from another encoder, weights or
+            resolution than the checkpoint's training features (by default such a slide fails, reported).
 
     Returns:
         the :class:`~wsigraph.pipeline.runner.JobReport`; ``results[slide_id]`` holds the probabilities (C,) of
@@ -321,11 +341,15 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
     graph = GraphConfig(**ckpt.graph) if ckpt.graph else GraphConfig()
     classes = ckpt.classes
 
+    trained = _trained_features(ckpt)
+
     def run_one(sid: str, path: Path) -> np.ndarray:
         d = feature_dim(path)
         if d != ckpt.in_dim:
             raise InputError(f"slide {sid!r} ({path}) has feature dimension {d}, but the checkpoint "
                              f"{ckpt.path} expects {ckpt.in_dim} (in_dim)")
+        check_against_checkpoint(source_of_file(path), trained, where=f"slide {sid!r} ({path})",
+                                 checkpoint=str(ckpt.path), force=allow_feature_mismatch)
         ds = make_dataset([path], [sid], None, graph, cache_dir)
         loader = make_loader(ds, num_workers=0)
         _, _, probs, scores = next(iter_predictions(model, loader, [sid], dev, precision))

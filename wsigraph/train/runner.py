@@ -32,8 +32,9 @@ import numpy as np
 
 from wsigraph.config import dump_config, save_config
 from wsigraph.errors import ConfigError, InputError
+from wsigraph.pipeline.validate import validate_feature_files
 from wsigraph.train.config import ExperimentConfig, resolved_model_params
-from wsigraph.train.inference import (check_feature_dims, evaluate, iter_predictions, make_dataset, make_loader,
+from wsigraph.train.inference import (evaluate, iter_predictions, make_dataset, make_loader,
                                       predict, predictions_frame, write_csv)
 
 log = logging.getLogger("wsigraph")
@@ -261,20 +262,27 @@ def train_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Any] = (), fo
     cohort = load_cohort(cfg)
     source = str(cfg.data.manifest)
     _check_resume_config(cfg, out)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    splits = make_or_load_splits(cfg, cohort, out, write=main)
+    # every check before anything is written: a config or cohort that fails leaves no output folder behind
+    splits = make_or_load_splits(cfg, cohort, out, write=False)
     check_split_classes(splits, cohort, source)
-    used = sorted({s for f in splits.folds for p in SPLITS for s in f.get(p, [])})
-    paths = dict(zip(cohort.slide_ids, cohort.feature_paths))
-    in_dim = check_feature_dims({s: paths[s] for s in used}, where=source)
     fold_ids = list(range(len(splits.folds))) if folds is None else list(folds)
     bad = [k for k in fold_ids if not 0 <= k < len(splits.folds)]
     if bad:
         raise ConfigError(f"fold {bad[0]} does not exist; the splits have folds 0..{len(splits.folds) - 1}")
+    used = sorted({s for f in splits.folds for p in SPLITS for s in f.get(p, [])})
+    paths = dict(zip(cohort.slide_ids, cohort.feature_paths))
+    features = validate_feature_files({s: paths[s] for s in used}, where=source,
+                                      allow_random_features=cfg.data.allow_random_features,
+                                      progress=cfg.train.progress_bar and main)
+    in_dim = int(features.dim)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        if not (out / "splits.csv").exists():
+            splits.write_csv(out / "splits.csv")
     had_process_group = _dist_initialized()
-    results = [train_fold(cfg, cohort, splits.folds[k], k, in_dim, callbacks=callbacks) for k in fold_ids]
+    results = [train_fold(cfg, cohort, splits.folds[k], k, in_dim, callbacks=callbacks, features=features.as_dict())
+               for k in fold_ids]
     # the summary covers every finished fold on disk, so that folds trained by separate calls add up
     finished = dict(zip(fold_ids, results))
     for k in range(len(splits.folds)):
@@ -310,7 +318,7 @@ def read_fold_results(path: Path) -> dict:
 
 
 def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k: int, in_dim: int, *,
-               callbacks: Sequence[Any] = ()) -> dict:
+               callbacks: Sequence[Any] = (), features: dict[str, Any] | None = None) -> dict:
     """Train one fold (or load its finished results); returns the fold's results dict."""
     import lightning as L
 
@@ -334,7 +342,7 @@ def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k
     model = build_model(cfg.model.name, in_dim, len(classes), **cfg.model.params)
     params = resolved_model_params(cfg.model.name, cfg.model.params)
     meta = make_metadata(cfg.model.name, params, in_dim, len(classes), classes, ordinal=cfg.data.ordinal,
-                         graph=dump_config(cfg.graph), extra={"fold": k, "seed": t.seed})
+                         graph=dump_config(cfg.graph), extra={"fold": k, "seed": t.seed, "features": features or {}})
     cw = class_weights(t.class_weights, subs["train"].label_indices, classes)
     module = MILLightningModule(model, classes, lr=t.lr, weight_decay=t.weight_decay, epochs=t.epochs,
                                 scheduler=t.scheduler, min_lr=t.min_lr, class_weight=cw, ordinal=cfg.data.ordinal,
