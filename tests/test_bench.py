@@ -126,6 +126,10 @@ def test_boxplots_and_wilcoxon(bench):
         png = out / f"boxplot_{metric}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+    # the per-epoch diagnostics come with every report: one row per model x seed x fold x epoch
+    diag = pd.read_csv(out / "diagnostics.csv")
+    assert set(diag["model"]) == {"srmil", "mean", "noscore"} and diag["epoch"].min() == 1
+    assert (out / "diagnostics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     wil = pd.read_csv(out / "wilcoxon.csv")
     assert set(wil["model"]) == {"mean", "noscore"} and set(wil["reference"]) == {"srmil"}
     assert len(wil) == 2 * 2 * 5  # cohorts x other models x (4 metrics + patch AUC)

@@ -308,6 +308,9 @@ def write_reports(cfg: BenchConfig, out: Path, *, wall_seconds: float | None = N
     for col in metric_cols + loc_cols[:1]:
         if col in runs.columns and len(runs):
             boxplot(runs, col, models, out / f"boxplot_{col.removeprefix('test_')}.png")
+    from wsigraph.bench.diagnostics import write_diagnostics
+
+    write_diagnostics(out)  # diagnostics.csv / .png: per-epoch losses and attention of every run
     text = ["## Test metrics (mean ± std over seeds x folds; best in bold)", "",
             markdown_table(runs, metric_cols + loc_cols, models, cohort_notes(cfg, runs)),
             markdown_wilcoxon(wil, cfg.reference)]
