@@ -434,3 +434,37 @@ def test_exception_during_write_keeps_old_file(tmp_path, monkeypatch):
         write_features(old, lattice(3, 3, 224), feats(9, 3), attrs=ATTRS)
     assert old.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["s.h5"]  # temporary file removed
+
+
+def test_stamp_coords_are_placed_at_level_0_for_heatmaps(tmp_path, shared_data):
+    """STAMP micrometres become level-0 pixels with the slide's own resolution (defect: they were drawn at the
+    tile resolution, misplaced by tile mpp / slide mpp)."""
+    import json
+
+    from wsigraph.cli import main
+    from wsigraph.data.features import to_level0
+    from wsigraph.slide import open_slide
+
+    slide_path = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    with open_slide(slide_path) as s:
+        level0_mpp = s.mpp
+    size_um, size_px = 112.0, 224  # 0.5 um/px tiles on a ~0.499 um/px slide
+    lat = lattice(3, 4, 1)
+    coords_um = (lat * size_um + np.array([300.0, 400.0])).astype(np.float64)
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["feats"] = feats(len(lat), 8)
+        f["coords"] = coords_um
+        f.attrs.update({"unit": "um", "tile_size_um": size_um, "tile_size_px": size_px})
+    bag = read_features(tmp_path / "s.h5")
+    coords, step = to_level0(bag.coords, bag.attrs, level0_mpp, where="s.h5")
+    np.testing.assert_array_equal(coords, np.rint(coords_um / level0_mpp).astype(np.int64))
+    assert step == pytest.approx(size_um / level0_mpp)
+    with pytest.raises(InputError, match=r"s\.h5: coordinates are in pixels at 0\.5 um/px.*--mpp"):
+        to_level0(bag.coords, bag.attrs, None, where="s.h5")
+    np.save(tmp_path / "s.npy", np.linspace(0, 1, len(lat)))
+    out = tmp_path / "maps"
+    # --mpp 0.25 (a 40x scan): the tile-resolution pixels would sit at half the level-0 position
+    assert main(["heatmap", "--scores", str(tmp_path / "s.npy"), "--features", str(tmp_path / "s.h5"),
+                 "--slide", str(slide_path), "--mpp", "0.25", "--out", str(out), "--top-k", "0"]) == 0
+    first = json.loads((out / "s.geojson").read_text())["features"][0]["geometry"]["coordinates"][0][0]
+    assert first == pytest.approx(list(coords_um[0] / 0.25), abs=1)

@@ -92,6 +92,11 @@ def _heatmap(args: argparse.Namespace) -> int:
 
         slide = open_slide(args.slide, mpp=args.mpp, default_mpp=args.default_mpp)
     try:
+        if slide is not None and attrs.get("coords_mpp") is not None:  # STAMP: not level-0 pixels yet
+            from wsigraph.data.features import to_level0
+
+            coords, new_step = to_level0(coords, attrs, slide.mpp, where=str(args.features or args.scores))
+            step = new_step or step
         if slide is not None:
             level0_size = slide.dimensions
             background = slide.thumbnail(args.max_size)

@@ -264,6 +264,7 @@ def _normalise_coords(coords: np.ndarray, attrs: dict[str, Any], path: Path) -> 
         attrs["patch_size_level0"] = size_px
         attrs.setdefault("patch_size", int(size_px))
         attrs["coords_unit"] = f"pixels at {mpp:.4g} um/px (converted from micrometres)"
+        attrs["coords_mpp"] = mpp  # µm per coordinate unit: to_level0 turns them into level-0 pixels
         return np.rint(coords.astype(np.float64) / mpp).astype(np.int64)
     if np.issubdtype(coords.dtype, np.floating):
         if not np.all(np.isfinite(coords)):
@@ -273,6 +274,25 @@ def _normalise_coords(coords: np.ndarray, attrs: dict[str, Any], path: Path) -> 
             raise InputError(f"{path}: 'coords' are fractional; expected integer level-0 pixels")
         coords = rounded
     return coords.astype(np.int64, copy=False)
+
+
+def to_level0(coords: np.ndarray, attrs: Mapping[str, Any], level0_mpp: float | None, where: str
+              ) -> tuple[np.ndarray, float | None]:
+    """``(coords, patch_size_level0)`` in level-0 pixels of a slide with ``level0_mpp`` µm/px.
+
+    Coordinates that are already level-0 pixels (every layout but STAMP's) come back unchanged. STAMP's,
+    read in pixels of their tile resolution (attribute ``coords_mpp``), are scaled by ``coords_mpp /
+    level0_mpp``; an :class:`InputError` naming ``where`` when the slide's resolution is unknown.
+    """
+    step = attrs.get("patch_size_level0")
+    cmpp = attrs.get("coords_mpp")
+    if cmpp is None:
+        return coords, None if step is None else float(step)
+    if level0_mpp is None or not level0_mpp > 0:
+        raise InputError(f"{where}: coordinates are in {attrs.get('coords_unit', 'tile pixels')}; the slide's "
+                         "level-0 resolution is needed to place them (pass --mpp)")
+    scale = float(cmpp) / float(level0_mpp)
+    return np.rint(coords.astype(np.float64) * scale).astype(np.int64), float(step or 0) * scale or None
 
 
 def _normalise_attrs(attrs: dict[str, Any]) -> None:

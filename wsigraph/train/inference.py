@@ -356,6 +356,7 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
         if scores is not None:
             bag = read_coords(path)  # the feature reader's coords: CLAM/TRIDENT/STAMP conventions as in training
             prediction = {"model": ckpt.model_name, "classes": list(classes),
+                          **{k: bag.attrs[k] for k in ("coords_unit", "coords_mpp") if k in bag.attrs},
                           "probs": np.asarray(probs, dtype=np.float64), "pred": classes[int(np.argmax(probs))]}
             write_scores(slide_file(scores_dir, sid, ".h5"), scores, bag.coords, patch_size_level0=bag.patch_size_level0,
                          slide_id=sid, score_name=f"{ckpt.model_name} patch score", attrs=prediction)
