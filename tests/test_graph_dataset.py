@@ -5,6 +5,7 @@ import logging
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -233,3 +234,30 @@ def test_cli_build_graphs_with_manifest(cohort_dir, tmp_path, capsys):
     rep = pd.read_csv(report)
     assert rep.query("status == 'failed'")["slide_id"].tolist() == ["missing_slide"]
     assert rep.query("status == 'done'")["slide_id"].tolist() == ["s0", "s2"]
+
+
+def test_build_graphs_checks_the_features_and_the_cache_files_it_counts_as_done(tmp_path, capsys):
+    """Defects: a file with 60 feature rows and 50 coords was cached, and a truncated cache file counted as
+    complete."""
+    from wsigraph.data.synthetic import make_synthetic_cohort
+
+    make_synthetic_cohort(tmp_path / "c", n_slides=3, dim=4, grid=(8, 10), seed=0)
+    feat = tmp_path / "c" / "features"
+    files = sorted(feat.glob("*.h5"))
+    with h5py.File(files[0], "a") as f:
+        x = f["features"][:]
+        del f["features"]
+        f["features"] = np.concatenate([x, x[:10]])  # 10 feature rows more than coords
+    cache = tmp_path / "cache"
+    args = ["build-graphs", "--features", str(feat), "--cache", str(cache), "--no-progress"]
+    assert main(args) == 1
+    rep = pd.read_csv(cache / "build_graphs_report.csv").set_index("slide_id")
+    assert rep.loc[files[0].stem, "status"] == "failed" and "rows but 'coords' has" in rep.loc[files[0].stem, "error"]
+    cached = sorted(cache.glob(f"{files[1].stem}.*.pt"))
+    assert len(cached) == 1
+    cached[0].write_bytes(cached[0].read_bytes()[:40])  # truncated
+    capsys.readouterr()
+    assert main(args) == 1
+    rep = pd.read_csv(cache / "build_graphs_report.csv").set_index("slide_id")
+    assert rep.loc[files[1].stem, "status"] == "done"  # rebuilt, not counted as complete
+    assert rep.loc[files[2].stem, "status"] == "already complete"

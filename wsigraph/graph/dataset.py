@@ -162,14 +162,24 @@ class GraphDataset(Dataset):
 
         return slide_file(self.cache_dir, self.slide_ids[idx], f".{key}.pt")
 
-    def is_cached(self, idx: int) -> bool:
-        """True when slide ``idx``'s cache file exists (files are written atomically)."""
+    def is_cached(self, idx: int, validate: bool = False) -> bool:
+        """True when slide ``idx``'s cache file exists (files are written atomically); with ``validate``,
+        only when it also loads and fits the slide (its patch count, the edge attributes asked for)."""
         p = self.cache_path(idx)
-        return p is not None and p.exists()
+        if p is None or not p.exists():
+            return False
+        if not validate:
+            return True
+        try:
+            n = read_coords(self.feature_paths[idx]).num_patches
+        except InputError:
+            return False  # the slide itself is broken: build_cache reports why
+        return self._load(p, n) is not None
 
     def build_cache(self, idx: int) -> dict[str, int]:
-        """Make sure slide ``idx``'s graph is cached (reading only its coordinates); returns its size."""
-        bag = read_coords(self.feature_paths[idx])
+        """Make sure slide ``idx``'s graph is cached; returns its size. The slide's file is read and checked
+        as training will read it (feature rows against coordinate rows, NaN/inf, duplicate coordinates)."""
+        bag = read_features(self.feature_paths[idx], require_features=False)
         edge_index, pos, _ = self.graph_tensors(idx, bag)
         return {"num_nodes": int(pos.shape[0]), "num_edges": int(edge_index.shape[1])}
 
@@ -270,7 +280,8 @@ def build_graph_cache(
         raise ConfigError("build_graph_cache: the dataset has no cache_dir")
     items = [(sid, i) for i, sid in enumerate(dataset.slide_ids)]
     report = run_per_slide(items, lambda sid, i: dataset.build_cache(i), on_error=on_error,
-                           is_done=lambda sid, i: dataset.is_cached(i), desc="graphs", stage="build-graphs",
+                           is_done=lambda sid, i: dataset.is_cached(i, validate=True), desc="graphs",
+                           stage="build-graphs",
                            progress=progress)
     if failed_before:
         report.failed = {**failed_before, **report.failed}
