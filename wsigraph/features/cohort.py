@@ -1,8 +1,8 @@
 """Cohort jobs over many slides: shards, resume, skip-and-report, and matching coords files to slides.
 
 :func:`extract_cohort` runs :func:`wsigraph.features.extract.extract_features` per slide through
-:func:`wsigraph.pipeline.runner.run_per_slide`, so a long job shows its progress, resumes (slides whose output is
-complete for this encoder are skipped), skips and reports slides that fail, and can be split over processes
+:func:`wsigraph.pipeline.runner.run_per_slide`, so a long job shows its progress, resumes (slides whose output was
+made with the same parameters are skipped), skips and reports slides that fail, and can be split over processes
 or machines: ``shard=(i, n)``, or ``RANK``/``WORLD_SIZE`` set by torchrun, or ``SLURM_PROCID``/``SLURM_NTASKS``;
 shard ``i`` takes slides ``i::n`` of the list sorted by slide id.
 """
@@ -114,9 +114,10 @@ def extract_cohort(
 ):
     """Extract features for many slides into ``out_dir/<slide_id>.h5``; returns the ``JobReport``.
 
-    Slides whose file is already complete for this encoder are skipped (resume) unless ``overwrite``;
-    a complete file of *another* encoder is an error for that slide (reported), never overwritten
-    silently. ``shard``: ``"i/n"`` or ``(i, n)``; default from ``RANK``/``WORLD_SIZE`` (torchrun) or
+    Slides whose file records the same provenance (encoder and weights, precision, storage dtype, slide,
+    coords; :mod:`wsigraph.pipeline.provenance`) are skipped (resume) unless ``overwrite``; when any file
+    in the folder was made otherwise, nothing runs (:class:`~wsigraph.pipeline.runner.StaleOutputError`
+    names the slides and parameters), so features are never overwritten or mixed silently. ``shard``: ``"i/n"`` or ``(i, n)``; default from ``RANK``/``WORLD_SIZE`` (torchrun) or
     ``SLURM_PROCID``/``SLURM_NTASKS``. Failures are written to ``report_path`` (default
     ``out_dir/extract_report[.shard-i-of-n].csv``) and a summary to ``out_dir/extract_summary[...].json``.
     """
