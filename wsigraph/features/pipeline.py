@@ -131,22 +131,18 @@ def preprocess_cohort(
     precision; see :mod:`wsigraph.pipeline.provenance`); otherwise the job refuses before any work.
     """
     from wsigraph.pipeline.provenance import Provenance
-    from wsigraph.pipeline.tiling import coords_status, tile_slide_to_coords, tissue_provenance
+    from wsigraph.pipeline.tiling import coords_status, tile_slide_to_coords, tissue_provenance, user_mask_of
 
     out_dir = Path(out_dir)
     coords_dir = out_dir / "coords"
     coords_dir.mkdir(parents=True, exist_ok=True)
     tiling = {"target_mpp": target_mpp, "patch_size": patch_size, "min_tissue": min_tissue}
 
-    def user_mask(job: SlideJob) -> Path | None:
-        p = slide_file(masks_dir, job.slide_id, ".png") if masks_dir is not None else None
-        return p if p is not None and p.exists() else None
-
     def tile_prov(job: SlideJob) -> Provenance:
         if job.slide_path is None or not Path(job.slide_path).exists():
             raise MissingFileError(f"{job.slide_path}: slide file does not exist")
         return tissue_provenance("tile", job.slide_path, segment_kwargs=segment_kwargs, mpp=job.mpp,
-                                 default_mpp=default_mpp, user_mask=user_mask(job), tiling=tiling)
+                                 default_mpp=default_mpp, user_mask=user_mask_of(masks_dir, job.slide_id), tiling=tiling)
 
     def coords_state(job: SlideJob) -> Any:
         try:

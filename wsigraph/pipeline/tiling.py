@@ -37,7 +37,8 @@ log = logging.getLogger("wsigraph")
 TILING_DEFAULTS = {"target_mpp": 0.5, "patch_size": 224, "min_tissue": 0.5}
 
 
-def _user_mask(masks_dir: str | os.PathLike | None, slide_id: str) -> Path | None:
+def user_mask_of(masks_dir: str | os.PathLike | None, slide_id: str) -> Path | None:
+    """The user's mask ``<masks_dir>/<slide_id>.png`` when it exists, else None."""
     if masks_dir is None:
         return None
     p = slide_file(masks_dir, slide_id, ".png")
@@ -94,7 +95,7 @@ def segment_slide(slide_id: str, slide_path: str | os.PathLike, out: str | os.Pa
     from wsigraph.slide import open_slide
 
     out, slide_path = Path(out), Path(slide_path)
-    user = _user_mask(masks_dir, slide_id)
+    user = user_mask_of(masks_dir, slide_id)
     prov = tissue_provenance("segment", slide_path, segment_kwargs=segment_kwargs, mpp=mpp, default_mpp=default_mpp,
                              user_mask=user)
     with open_slide(slide_path, mpp=mpp, default_mpp=default_mpp) as slide:
@@ -123,7 +124,7 @@ def tile_slide_to_coords(slide_id: str, slide_path: str | os.PathLike, out: str 
     if not slide_path.exists():
         raise MissingFileError(f"{slide_path}: slide file does not exist")
     tiling = {**TILING_DEFAULTS, **dict(tiling or {})}
-    user = _user_mask(masks_dir, slide_id)
+    user = user_mask_of(masks_dir, slide_id)
     prov = tissue_provenance("tile", slide_path, segment_kwargs=segment_kwargs, mpp=mpp, default_mpp=default_mpp,
                              user_mask=user, tiling=tiling)
     with open_slide(slide_path, mpp=mpp, default_mpp=default_mpp) as slide:
@@ -184,7 +185,7 @@ def segment_cohort(slides: Sequence[Any], out: str | os.PathLike, *, segment_kwa
 
     def prov(job: Any) -> Provenance:
         return tissue_provenance("segment", job.slide_path, segment_kwargs=segment_kwargs, mpp=job.mpp,
-                                 default_mpp=default_mpp, user_mask=_user_mask(masks_dir, job.slide_id))
+                                 default_mpp=default_mpp, user_mask=user_mask_of(masks_dir, job.slide_id))
 
     def status(sid: str, job: Any) -> Status:
         return mask_status(slide_file(out / "masks", sid, ".json"), prov(job))
@@ -213,7 +214,7 @@ def tile_cohort(slides: Sequence[Any], out: str | os.PathLike, *, segment_kwargs
 
     def prov(job: Any) -> Provenance:
         return tissue_provenance("tile", job.slide_path, segment_kwargs=segment_kwargs, mpp=job.mpp,
-                                 default_mpp=default_mpp, user_mask=_user_mask(masks_dir, job.slide_id), tiling=tiling)
+                                 default_mpp=default_mpp, user_mask=user_mask_of(masks_dir, job.slide_id), tiling=tiling)
 
     def status(sid: str, job: Any) -> Status:
         return coords_status(slide_file(out / "coords", sid, ".h5"), prov(job))
@@ -238,4 +239,4 @@ def tile_cohort(slides: Sequence[Any], out: str | os.PathLike, *, segment_kwargs
 
 
 __all__ = ["TILING_DEFAULTS", "coords_status", "mask_status", "segment_cohort", "segment_slide", "tile_cohort",
-           "tile_slide_to_coords", "tissue_provenance"]
+           "tile_slide_to_coords", "tissue_provenance", "user_mask_of"]

@@ -79,12 +79,15 @@ def _attr(attrs: Mapping[str, Any], key: str) -> Any:
 
 def source_of(bag: Any) -> FeatureSource:
     """:class:`FeatureSource` of a :class:`~wsigraph.data.features.FeatureBag`."""
-    a = bag.attrs
+    return _source(bag.attrs, bag.dim)
+
+
+def _source(a: Mapping[str, Any], dim: int | None) -> FeatureSource:
     mpp = _attr(a, "encoder_mpp")
     size = _attr(a, "encoder_input_size")
     return FeatureSource(encoder=_attr(a, "encoder"), weights=_attr(a, "encoder_weights"),
                          input_size=None if size is None else int(size), encoder_mpp=None if mpp is None else float(mpp),
-                         dim=bag.dim)
+                         dim=dim)
 
 
 def source_of_file(path: str | os.PathLike) -> FeatureSource:
@@ -104,13 +107,7 @@ def source_of_file(path: str | os.PathLike) -> FeatureSource:
                 dim = int(f[key].shape[-1]) if key is not None and len(f[key].shape) >= 2 else None
         except OSError as e:
             raise InputError(f"{path}: cannot be read as HDF5 ({e})") from e
-
-        class _Bag:  # the two fields source_of reads
-            pass
-
-        bag = _Bag()
-        bag.attrs, bag.dim = attrs, dim  # type: ignore[attr-defined]
-        return source_of(bag)
+        return _source(attrs, dim)
     from wsigraph.data.features import read_features
 
     return source_of(read_features(path, validate=False))
