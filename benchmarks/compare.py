@@ -20,6 +20,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -43,8 +44,11 @@ def results_markdown(cfg, out: Path, command: str) -> str:
             folds = f"one cohort per run seed s (generator seed {c.base_synthetic_seed()} + s); " + folds
         cohorts.append(f"- `{c.name}`: synthetic ({syn}); {folds}, split_seed {c.split_seed}" if c.synthetic
                        else f"- `{c.name}`: {c.manifest}; {folds}")
-    models = [f"`{m.label}`" + (f" ({m.name}: " + ", ".join(f"{k}={v}" for k, v in m.params.items()) + ")"
-                                if m.params else "") for m in cfg.models]
+    def describe(m: Any) -> str:
+        parts = [f"{k}={v}" for k, v in m.params.items()] + [f"train.{k}={v}" for k, v in m.train.items()]
+        return f"`{m.label}`" + (f" ({m.name}: " + ", ".join(parts) + ")" if parts else "")
+
+    models = [describe(m) for m in cfg.models]
     wall = info.get("wall_seconds_last_training")
     shown_out = os.path.relpath(out, REPO) if Path(out).resolve().is_relative_to(Path(REPO).resolve()) else out
     lines = [

@@ -399,3 +399,25 @@ def test_synthetic_cohort_from_before_new_generator_parameters_is_reused(tmp_pat
     spec.synthetic["latent_dim"] = 2
     with pytest.raises(InputError, match=r"latent_dim: 0 -> 2"):
         prepare_synthetic(spec)
+
+
+def test_model_train_overrides_reach_the_run_and_are_checked(tmp_path):
+    from wsigraph.bench.harness import experiment_config
+
+    raw = tiny_config(tmp_path / "out")
+    raw["models"][1]["train"] = {"lr": "2e-4", "weight_decay": 0.05}  # a string as YAML reads 2e-4
+    cfg = load_bench_config(raw)
+    mean, srmil = cfg.model("mean"), cfg.model("srmil")
+    assert mean.train == {"lr": 2e-4, "weight_decay": 0.05}
+    spec = cfg.cohorts[0]
+    exp = experiment_config(cfg, spec, mean, 3, "m.csv", tmp_path / "s.csv", tmp_path / "out")
+    assert (exp.train.lr, exp.train.weight_decay, exp.train.seed, exp.train.epochs) == (2e-4, 0.05, 3, 2)
+    other = experiment_config(cfg, spec, srmil, 3, "m.csv", tmp_path / "s.csv", tmp_path / "out")
+    assert (other.train.lr, other.train.weight_decay) == (cfg.train.lr, cfg.train.weight_decay)
+    for bad, message in (({"lrr": 1.0}, r"model 'mean': train: unknown key 'lrr'"),
+                         ({"seed": 1}, r"model 'mean'.*train.seed is set per run"),
+                         ({"lr": -1.0}, r"model 'mean'.*lr must be > 0"),
+                         ({"epochs": "many"}, r"model 'mean'.*epochs")):
+        raw["models"][1]["train"] = bad
+        with pytest.raises(ConfigError, match=message):
+            load_bench_config(raw)

@@ -28,6 +28,7 @@ Relative paths are taken relative to ``base_dir`` (the current directory by defa
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -152,12 +153,29 @@ class ModelSpec:
     name: str = _help("model name in wsigraph.nn.MODELS")
     label: Optional[str] = _help("unique label in the results (default: name), e.g. srmil_nogen", default=None)
     params: dict[str, Any] = _help("constructor arguments (checked against the model)", default_factory=dict)
+    train: dict[str, Any] = _help("training settings of this model's runs that replace the shared train "
+                                  "section's (e.g. {lr: 2.0e-4, weight_decay: 0.05}); train.seed is set per run",
+                                  default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.label is None:
             self.label = self.name
         if not _NAME.match(self.label):
             raise ConfigError(f"model label {self.label!r}: use letters, digits, '_', '.', '-' (it names folders)")
+        if not isinstance(self.train, dict):
+            raise ConfigError(f"model {self.label!r}: train must be a mapping of train settings, got "
+                              f"{type(self.train).__name__}")
+        if "seed" in self.train:
+            raise ConfigError(f"model {self.label!r}: train.seed is set per run from seeds; remove it")
+        try:
+            typed = load_config(self.train, TrainConfig)
+        except ConfigError as e:
+            raise ConfigError(f"model {self.label!r}: train: {str(e).removeprefix('<dict>: ')}") from e
+        self.train = {k: getattr(typed, k) for k in self.train}
+
+    def train_config(self, shared: TrainConfig, seed: int) -> TrainConfig:
+        """The shared train settings with this model's overrides and ``seed`` (validated as a TrainConfig)."""
+        return dataclasses.replace(shared, **copy.deepcopy(self.train), seed=int(seed))
 
 
 @dataclass

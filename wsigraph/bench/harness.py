@@ -307,7 +307,7 @@ def experiment_config(cfg: BenchConfig, spec: CohortSpec, model: ModelSpec, seed
                       val_frac=spec.val_frac, split_seed=spec.split_seed,
                       allow_random_features=spec.allow_random_features,
                       cache_dir=str(out / "graph_cache" / (stem or spec.name)) if cfg.cache_graphs else None)
-    train = dataclasses.replace(cfg.train, seed=int(seed), progress_bar=False)
+    train = dataclasses.replace(model.train_config(cfg.train, seed), progress_bar=False)
     return ExperimentConfig(data=data, graph=copy.deepcopy(cfg.graph),
                             model=ModelConfig(name=model.name, params=dict(model.params)), train=train,
                             output_dir=str(RunSpec(spec.name, str(model.label), seed).dir(out)))
