@@ -35,7 +35,8 @@ sys.path.insert(0, str(HERE))
 from machine import cpu_model  # noqa: E402
 from wsigraph.features import build_encoder, embed_batches, extract_features  # noqa: E402
 from wsigraph.features.dataset import PatchDataset, make_loader  # noqa: E402
-from wsigraph.features.extract import resolve_amp, resolve_device  # noqa: E402
+from wsigraph.features.extract import resolve_amp  # noqa: E402
+from wsigraph.utils.device import resolve_device  # noqa: E402
 from wsigraph.slide import open_slide, write_coords  # noqa: E402
 from wsigraph.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 

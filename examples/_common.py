@@ -30,9 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from wsigraph.slide import SLIDE_SUFFIXES
+
 EXIT_MISSING = 2
-#: Whole-slide file types searched for under ``--data`` (no .png/.jpg: CLAM/TRIDENT thumbnails are not slides).
-WSI_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
+#: Whole-slide file types searched for under ``--data``: wsigraph's, less .png/.jpg (CLAM/TRIDENT thumbnails
+#: are not slides) and .dcm (one slide is a folder of DICOM files).
+WSI_SUFFIXES = tuple(s for s in SLIDE_SUFFIXES if s not in (".png", ".jpg", ".jpeg", ".dcm"))
 STARTS = ("features", "slides", "srmil-pickle")
 #: The order in which starting points are looked for when --from is not given.
 START_ORDER = ("features", "srmil-pickle", "slides")
@@ -306,22 +309,18 @@ def explicit_feature_folder(path: str | Path) -> FeatureFolder:
 
 
 def find_slides(root: Path, max_depth: int = 4) -> dict[str, Path]:
-    """slide_id (file stem) -> whole-slide file, searched recursively under ``root``.
+    """slide_id (file stem) -> whole-slide file, searched under ``root`` down to ``max_depth`` folders by
+    :func:`wsigraph.slide.find_slides` (ids must be unique across folders; nothing found: empty)."""
+    from wsigraph.errors import InputError
+    from wsigraph.slide import find_slides as find
 
-    The same id in two places is an error naming both (ids must be unique across folders).
-    """
-    out: dict[str, Path] = {}
-    for d in _walk_dirs(root, max_depth):
-        try:
-            files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in WSI_SUFFIXES
-                           and not f.name.startswith("."))
-        except OSError:
-            continue
-        for f in files:
-            if f.stem in out and out[f.stem] != f:
-                raise ExampleError(f"two slide files have the id {f.stem!r}: {out[f.stem]} and {f}")
-            out[f.stem] = f
-    return out
+    if not root.is_dir():
+        return {}
+    try:
+        return dict(find([root], depth=max_depth, suffixes=WSI_SUFFIXES, skip_dirs=_SKIP_DIRS, exclude=_EXCLUDED,
+                         allow_empty=True))
+    except InputError as e:  # two slides with one id
+        raise ExampleError(str(e)) from e
 
 
 def find_pickles(root: Path, max_depth: int = 2) -> list[Path]:
@@ -411,9 +410,10 @@ def preprocess(slides: dict[str, Path], out: Path, args: argparse.Namespace) -> 
     ``out/preprocess_report.csv``.
     """
     from wsigraph.features import build_encoder
-    from wsigraph.features.cohort import encoder_folder_name
+    from wsigraph.pipeline.extract import encoder_folder_name
     from wsigraph.features.extract import auto_num_workers
-    from wsigraph.features.pipeline import preprocess_cohort, read_slide_list
+    from wsigraph.pipeline.preprocess import preprocess_cohort
+    from wsigraph.pipeline.slides import read_slide_list
 
     out.mkdir(parents=True, exist_ok=True)
     listing_csv = out / "slides.csv"
@@ -554,63 +554,10 @@ def write_manifest(path: Path, rows: Sequence[dict[str, Any]], classes: Sequence
 
 
 def read_table(path: Path) -> "Any":
-    """A CSV/TSV (delimiter sniffed) or ``.xlsx`` sheet as a DataFrame of strings."""
-    import pandas as pd
+    """A CSV/TSV or ``.xlsx`` label table as a DataFrame of strings (:func:`wsigraph.data.tables.read_table`)."""
+    from wsigraph.data.tables import read_table as read
 
-    if path.suffix.lower() == ".xlsx":
-        return read_xlsx(path)
-    text = path.read_text(encoding="utf-8-sig")
-    first = text.split("\n", 1)[0]
-    sep = "\t" if first.count("\t") > first.count(",") else ","
-    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-
-
-def read_xlsx(path: Path, sheet: int = 0) -> "Any":
-    """The first sheet of an ``.xlsx`` workbook as strings (pandas + openpyxl when installed, else a small
-    reader of the sheet XML: shared strings, inline strings and numbers)."""
-    import pandas as pd
-
-    try:
-        import openpyxl  # noqa: F401
-
-        return pd.read_excel(path, sheet_name=sheet, dtype=str).fillna("")
-    except ImportError:
-        pass
-    import xml.etree.ElementTree as ET
-
-    ns = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
-    with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-        shared: list[str] = []
-        if "xl/sharedStrings.xml" in names:
-            root = ET.fromstring(z.read("xl/sharedStrings.xml"))
-            shared = ["".join(t.text or "" for t in si.iter(f"{{{ns['m']}}}t")) for si in root.findall("m:si", ns)]
-        sheets = sorted(n for n in names if re.fullmatch(r"xl/worksheets/sheet\d+\.xml", n))
-        sheets.sort(key=lambda n: int(re.findall(r"\d+", n)[-1]))
-        root = ET.fromstring(z.read(sheets[sheet]))
-    rows: list[list[str]] = []
-    for row in root.iter(f"{{{ns['m']}}}row"):
-        cells: dict[int, str] = {}
-        for c in row.findall("m:c", ns):
-            ref = c.get("r", "")
-            col = 0
-            for ch in re.match(r"[A-Z]*", ref).group(0):
-                col = col * 26 + ord(ch) - 64
-            kind, v = c.get("t"), c.find("m:v", ns)
-            if kind == "s" and v is not None:
-                text = shared[int(v.text)]
-            elif kind == "inlineStr":
-                text = "".join(t.text or "" for t in c.iter(f"{{{ns['m']}}}t"))
-            else:
-                text = v.text if v is not None and v.text is not None else ""
-            cells[col - 1 if col else len(cells)] = text
-        if cells:
-            rows.append([cells.get(i, "") for i in range(max(cells) + 1)])
-    if not rows:
-        return pd.DataFrame()
-    width = max(len(r) for r in rows)
-    header = [h.strip() for h in rows[0]] + [""] * (width - len(rows[0]))
-    return pd.DataFrame([r + [""] * (width - len(r)) for r in rows[1:]], columns=header)
+    return read(path)
 
 
 # ----------------------------------------------------------------------------------------------------

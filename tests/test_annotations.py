@@ -12,7 +12,6 @@ from scipy import ndimage
 from wsigraph.data.annotations import (
     AnnotationPolygon,
     add_patch_labels,
-    label_feature_folder,
     lesion_components,
     lesion_fraction,
     patch_labels_from_polygons,
@@ -436,6 +435,8 @@ def test_add_patch_labels_bad_inputs(tmp_path, camelyon_xml):
 
 
 def test_label_feature_folder(tmp_path, camelyon_xml):
+    from wsigraph.pipeline.patch_labels import label_feature_folder
+
     feat_dir, ann_dir = tmp_path / "features", tmp_path / "ann"
     ann_dir.mkdir()
     camelyon_xml.rename(ann_dir / "tumor_001.xml")

@@ -15,9 +15,9 @@ from PIL import Image
 from wsigraph.cli import main
 from wsigraph.data.features import read_features
 from wsigraph.errors import InputError
-from wsigraph.features import SlideJob, build_encoder, extract_cohort, extract_features
-from wsigraph.features.cohort import parse_shard, select_shard, shard_from_env
-from wsigraph.features.pipeline import read_slide_list
+from wsigraph.features import build_encoder, extract_features
+from wsigraph.pipeline.extract import extract_cohort
+from wsigraph.pipeline.slides import SlideJob, read_slide_list
 from wsigraph.pipeline.runner import StaleOutputError
 from wsigraph.slide import open_slide, segment_tissue, tile_slide, write_coords
 
@@ -151,21 +151,6 @@ def test_cohort_never_overwrites_features_of_another_encoder(tmp_path, slides, c
     report = extract_cohort(jobs, out, other, num_workers=0, progress=False, overwrite=True)
     assert report.done == [SMALL]
     assert read_features(out / f"{SMALL}.h5").attrs["encoder"] == "timm:test_vit"
-
-
-def test_shards_partition_the_sorted_slide_list():
-    ids = [f"s{i:02d}" for i in range(11)][::-1]
-    parts = [select_shard(ids, (i, 3)) for i in range(3)]
-    assert sorted(sum(parts, [])) == sorted(ids)
-    assert all(not set(a) & set(b) for a in parts for b in parts if a is not b)
-    assert parts[0] == sorted(ids)[0::3]
-    assert parse_shard("2/4") == (2, 4)
-    assert shard_from_env({"RANK": "1", "WORLD_SIZE": "4"}) == (1, 4)
-    assert shard_from_env({"SLURM_PROCID": "3", "SLURM_NTASKS": "5"}) == (3, 5)
-    assert shard_from_env({"RANK": "0", "WORLD_SIZE": "1"}) is None
-    for bad in ("4/4", "x/2", "1"):
-        with pytest.raises(InputError, match="shard"):
-            parse_shard(bad)
 
 
 def test_cohort_shards_split_the_work(tmp_path, slides, coords_dir, encoder):

@@ -151,16 +151,11 @@ def test_edge_attr_and_no_cache(cohort_dir):
 
 def test_from_cohort(cohort_dir, tmp_path):
     feat, slides = cohort_dir
-    try:
-        from wsigraph.data.manifest import cohort_from_records
+    from wsigraph.data.manifest import cohort_from_records
 
-        cohort = cohort_from_records([{"slide_id": "s2", "label": "b"}, {"slide_id": "s0", "label": "a"},
-                                      {"slide_id": "s1", "label": ""}], classes=["a", "b"])
-        cohort.attach_features(feat)
-    except ImportError:  # the manifest module is not there: a stand-in with the same table columns
-        cohort = type("C", (), {})()
-        cohort.table = pd.DataFrame({"slide_id": ["s2", "s0", "s1"], "label_index": [1, 0, -1],
-                                     "feature_path": [feat / "s2.h5", feat / "s0.h5", feat / "s1.h5"]})
+    cohort = cohort_from_records([{"slide_id": "s2", "label": "b"}, {"slide_id": "s0", "label": "a"},
+                                  {"slide_id": "s1", "label": ""}], classes=["a", "b"])
+    cohort.attach_features(feat)
     ds = GraphDataset.from_cohort(cohort, GraphConfig(mode="knn", k=3), tmp_path / "cache")
     assert ds.slide_ids == ["s2", "s0", "s1"] and ds.labels == [1, 0, -1]
     item = ds[0]

@@ -238,6 +238,23 @@ def test_find_slides(slides_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no slide files found"):
         find_slides([tmp_path / "empty"])
+    assert find_slides([tmp_path / "empty"], allow_empty=True) == []
+
+
+def test_find_slides_searches_sub_folders_to_the_depth_asked(tmp_path):
+    root = tmp_path / "data"
+    for rel in ("top.svs", "LUAD/x/deep.ndpi", "LUAD/x/y/too_deep.svs", "masks/mask.svs", ".hidden/h.svs",
+                "out/mine.svs", "LUAD/thumb.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    assert [sid for sid, _ in find_slides([root])] == ["top"]  # depth 0: the folder only
+    found = dict(find_slides([root], depth=2, suffixes=(".svs", ".ndpi"), skip_dirs={"masks"},
+                             exclude=[root / "out"]))
+    assert sorted(found) == ["deep", "top"] and found["deep"] == root / "LUAD" / "x" / "deep.ndpi"
+    assert "too_deep" in dict(find_slides([root], depth=3))
+    (root / "LUAD" / "top.svs").write_bytes(b"")
+    with pytest.raises(InputError, match="two slides have the id 'top'"):
+        find_slides([root], depth=1)
 
 
 def test_read_mpp_csv(tmp_path):

@@ -338,7 +338,7 @@ def test_predict_writes_scores_and_resumes(cv_run, cohort_dir, tmp_path):
 
 
 def test_predict_skips_a_broken_slide_exit_1_and_labels_the_heatmap(cv_run, cohort_dir, tmp_path, capsys):
-    from wsigraph.viz import load_scores
+    from wsigraph.data.scores import load_scores
 
     good = sorted((cohort_dir / "features").glob("*.h5"))[0]
     broken = tmp_path / "broken.h5"

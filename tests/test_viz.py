@@ -10,9 +10,9 @@ from PIL import Image
 from wsigraph.cli import main
 from wsigraph.errors import InputError
 from wsigraph.slide import open_slide, tile_slide, write_coords
-from wsigraph.viz import (blur_on_lattice, build_lattice, draw_patches, load_scores, normalize_scores,
-                          read_geojson_patches, render_heatmap, render_synthetic_slide, top_k_indices, topk_gallery,
-                          write_geojson, write_scores)
+from wsigraph.data.scores import load_scores, write_scores
+from wsigraph.viz import (blur_on_lattice, build_lattice, draw_patches, normalize_scores, read_geojson_patches,
+                          render_heatmap, render_synthetic_slide, top_k_indices, topk_gallery, write_geojson)
 
 STEP = 224
 

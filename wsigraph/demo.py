@@ -45,10 +45,11 @@ def run_demo(out_dir: str | os.PathLike = "wsigraph-demo", settings: DemoSetting
     from wsigraph.data.synthetic import SyntheticConfig
     from wsigraph.graph import GraphConfig, GraphDataset
     from wsigraph.train.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
-    from wsigraph.train.inference import predict
+    from wsigraph.pipeline.predict import predict
     from wsigraph.train.localization import localization_metrics
     from wsigraph.train.runner import train_experiment
-    from wsigraph.viz import load_scores, render_heatmap, render_synthetic_slide
+    from wsigraph.data.scores import load_scores
+    from wsigraph.viz import render_heatmap, render_synthetic_slide
     from wsigraph.viz.lattice import default_level0_size
 
     s = settings or DemoSettings()

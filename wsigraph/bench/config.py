@@ -39,10 +39,7 @@ from wsigraph.config import load_config
 from wsigraph.errors import ConfigError
 from wsigraph.train.config import SPLIT_MODES, TrainConfig
 
-try:
-    from wsigraph.graph import GraphConfig
-except ImportError:  # pragma: no cover
-    from wsigraph.graph.params import GraphConfig
+from wsigraph.graph.params import GraphConfig
 
 #: slide-level metrics of the table, the box plots and the paired tests (keys of the runner's metrics)
 DEFAULT_METRICS = ["auc", "accuracy", "balanced_accuracy", "f1_macro"]

@@ -401,9 +401,10 @@ def fold_localization(exp: Any, k: int, ks: Sequence[int], slides: Sequence[str]
 
     from wsigraph.data.splits import read_splits_csv
     from wsigraph.train.checkpoint import load_checkpoint
-    from wsigraph.train.inference import make_dataset, make_loader, resolve_device
+    from wsigraph.train.inference import make_dataset, make_loader
     from wsigraph.train.localization import localization_metrics
     from wsigraph.train.runner import load_cohort as runner_cohort
+    from wsigraph.utils.device import resolve_device
     from wsigraph.utils.atomic import atomic_path
 
     fold_dir = Path(exp.output_dir) / f"fold_{k}"

@@ -117,8 +117,9 @@ def tiling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_job_args(p: _Parser, *, report_default: str, on_error: str = "skip", overwrite: bool = False,
-                 shard: bool = False, items: str = "slides") -> _Group:
-    """``--on-error``, ``--report``, ``--no-progress`` and optionally ``--overwrite`` and ``--shard``.
+                 shard: bool = True, items: str = "slides") -> _Group:
+    """``--shard`` (every per-slide stage), ``--on-error``, ``--report``, ``--no-progress`` and optionally
+    ``--overwrite``.
 
     Args:
         report_default: where the report goes when ``--report`` is not given (for the help).
@@ -129,7 +130,8 @@ def add_job_args(p: _Parser, *, report_default: str, on_error: str = "skip", ove
     if shard:
         g.add_argument("--shard", metavar="I/N",
                        help="process slides I::N (0-based) of the list sorted by slide id; default from RANK/"
-                            "WORLD_SIZE (torchrun) or SLURM_PROCID/SLURM_NTASKS")
+                            "WORLD_SIZE (torchrun) or SLURM_PROCID/SLURM_NTASKS. A shard's report and summary "
+                            "files carry .shard-I-of-N before their suffix, so shards can share one folder")
     g.add_argument("--on-error", choices=("skip", "raise"), default=on_error,
                    help=f"skip: go on past failing {items} and list them in the report; raise: stop at the "
                         "first failure (default: %(default)s)")

@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one split per pickle, written to the manifest's split column")
     p.add_argument("--patch-size-level0", type=int, default=224, help="grid step of pos (default: %(default)s)")
     p.add_argument("--mpp", type=float, default=0.5, help="um/px of the patches (default: %(default)s)")
-    add_job_args(p, report_default="OUT_DIR/import_srmil_report.csv", items="items")
+    add_job_args(p, report_default="OUT_DIR/import_srmil_report.csv", items="items", shard=False)
     p.set_defaults(func=_import_srmil)
 
     p = sub.add_parser("split", help="make train/val/test splits of a cohort manifest and write them to CSV",
@@ -151,7 +151,7 @@ def _split(args: argparse.Namespace) -> int:
 def _label_patches(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from wsigraph.data.annotations import label_feature_folder
+    from wsigraph.pipeline.patch_labels import label_feature_folder
 
     kw = job_kwargs(args, Path(args.out) / "label_patches_report.csv")
     report = label_feature_folder(args.feature_dir, args.annotation_dir, args.out, missing=args.missing,

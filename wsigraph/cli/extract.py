@@ -46,8 +46,7 @@ def _add_encoder_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_cohort_job_args(p: argparse.ArgumentParser, command: str) -> None:
-    add_job_args(p, report_default=f"OUT/{command}_report[.shard-I-of-N].csv", overwrite=True,
-                 shard=True)
+    add_job_args(p, report_default=f"OUT/{command}_report[.shard-I-of-N].csv", overwrite=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -135,13 +134,14 @@ def _slide_opener(args: argparse.Namespace):
         return None
     import functools
 
-    from wsigraph.features.pipeline import open_slide_with
+    from wsigraph.pipeline.slides import open_slide_with
 
     return functools.partial(open_slide_with, default_mpp=args.default_mpp)
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from wsigraph.features.cohort import extract_cohort, match_coords_to_slides
+    from wsigraph.pipeline.extract import extract_cohort
+    from wsigraph.pipeline.slides import match_coords_to_slides
 
     jobs = match_coords_to_slides(args.coords, args.slides)
     resolve = mpp_resolver(args)
@@ -153,7 +153,8 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _preprocess(args: argparse.Namespace) -> int:
-    from wsigraph.features.pipeline import preprocess_cohort, read_slide_list
+    from wsigraph.pipeline.preprocess import preprocess_cohort
+    from wsigraph.pipeline.slides import read_slide_list
 
     slides = read_slide_list(args.slides)
     resolve = mpp_resolver(args)

@@ -44,7 +44,8 @@ def _build_graphs(args: argparse.Namespace) -> int:
 
     from wsigraph.data.features import list_feature_files
     from wsigraph.errors import InputError
-    from wsigraph.graph.dataset import GraphDataset, build_graph_cache
+    from wsigraph.graph.dataset import GraphDataset
+    from wsigraph.pipeline.graphs import build_graph_cache
 
     cfg = _graph_config(args)
     failed_before: dict[str, str] = {}

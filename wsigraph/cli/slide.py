@@ -108,7 +108,7 @@ def _format_info(info: dict[str, Any]) -> str:
 
 def _slide_jobs(args: argparse.Namespace) -> list:
     """``SlideJob`` per slide of the arguments, with its ``--mpp-csv`` / ``--mpp`` override."""
-    from wsigraph.features.cohort import SlideJob
+    from wsigraph.pipeline.slides import SlideJob
     from wsigraph.slide import find_slides
 
     resolve = mpp_resolver(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from wsigraph.cli._options import job_exit_status
+from wsigraph.cli._options import add_job_args, job_exit_status, job_kwargs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,13 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (predictions.csv, scores/<slide_id>.h5)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     p.add_argument("--cache-dir", default=None, help="graph cache folder")
-    p.add_argument("--on-error", choices=("skip", "raise"), default="skip",
-                   help="skip (default): go on past bad slides and list them in OUT/predict_report.csv; "
-                        "raise: stop at the first")
     p.add_argument("--allow-feature-mismatch", action="store_true",
                    help="predict slides whose features come from another encoder, weights or resolution than "
                         "the checkpoint's (by default they fail, listed in the report)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_job_args(p, report_default="OUT/predict_report[.shard-I-of-N].csv")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("init-config", help="write the default experiment config (the SRMIL paper's recipe)")
@@ -94,13 +91,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from wsigraph.train.inference import predict
+    from wsigraph.pipeline.predict import predict
+    from wsigraph.pipeline.shards import shard_suffix
 
     features = args.features[0] if len(args.features) == 1 else args.features
     report = predict(args.checkpoint, features, args.out, device=args.device, cache_dir=args.cache_dir,
-                     on_error=args.on_error, progress=not args.no_progress,
-                     allow_feature_mismatch=args.allow_feature_mismatch)
-    print(f"predict: {report.summary()}; predictions in {Path(args.out) / 'predictions.csv'}")
+                     allow_feature_mismatch=args.allow_feature_mismatch, **job_kwargs(args))
+    table = Path(args.out) / f"predictions{shard_suffix(report.shard)}.csv"
+    print(f"predict: {report.summary()}; predictions in {table}")
     return job_exit_status(report)
 
 

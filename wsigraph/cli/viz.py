@@ -59,7 +59,7 @@ def _heatmap(args: argparse.Namespace) -> int:
     from wsigraph.errors import InputError
     from wsigraph.viz import render_heatmap, render_synthetic_slide, topk_gallery, write_geojson
     from wsigraph.viz.lattice import default_level0_size
-    from wsigraph.viz.scores import load_scores
+    from wsigraph.data.scores import load_scores
 
     from wsigraph.pipeline.paths import check_slide_id, slide_file
 

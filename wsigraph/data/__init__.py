@@ -31,10 +31,13 @@ _LAZY = {
     "generate_slide": "wsigraph.data.synthetic",
     "make_synthetic_cohort": "wsigraph.data.synthetic",
     "import_srmil": "wsigraph.data.srmil_import",
+    "PatchScores": "wsigraph.data.scores",
+    "load_scores": "wsigraph.data.scores",
+    "write_scores": "wsigraph.data.scores",
     **{name: "wsigraph.data.annotations" for name in (
         "AnnotationPolygon", "read_asap_xml", "read_geojson_annotations", "read_annotations",
         "patch_labels_from_polygons", "lesion_fraction", "lesion_components", "add_patch_labels",
-        "label_feature_folder", "find_annotation")},
+        "find_annotation")},
 }
 
 

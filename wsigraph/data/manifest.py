@@ -23,8 +23,9 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from wsigraph.pipeline.paths import check_slide_id
 from wsigraph.errors import ConfigError, InputError, MissingFileError
+from wsigraph.pipeline.paths import check_slide_id
+from wsigraph.slide.reader import OTHER_SLIDE_SUFFIXES, SLIDE_SUFFIXES
 
 log = logging.getLogger("wsigraph")
 
@@ -32,9 +33,8 @@ SPLIT_NAMES = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                   "test": "test", "testing": "test"}
 _NA_TOKENS = {"", "na", "nan", "none", "null", "n/a"}
-# extensions users sometimes leave on slide ids; stripped when matching feature files
-_SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".czi", ".dcm",
-                   ".isyntax", ".qptiff", ".h5", ".hdf5", ".pt")
+# extensions users sometimes leave on slide ids (slide and feature files); stripped when matching feature files
+_SLIDE_SUFFIXES = SLIDE_SUFFIXES + OTHER_SLIDE_SUFFIXES + (".h5", ".hdf5", ".pt")
 _MAX_LISTED = 10
 
 TABLE_COLUMNS = ("slide_id", "label", "label_index", "case_id", "split", "feature_path")

@@ -12,9 +12,7 @@ Registered encoders: ``resnet50_trunc`` (CLAM's 1024-d ResNet-50 features), ``un
 from wsigraph.features import presets as _presets  # noqa: F401  (fills the registry)
 from wsigraph.features.dataset import PatchDataset, make_loader
 from wsigraph.features.encoders import PatchEncoder, build_encoder
-from wsigraph.features.cohort import SlideJob, extract_cohort, match_coords_to_slides, parse_shard, shard_from_env
 from wsigraph.features.extract import ExtractResult, embed_batches, extract_features
-from wsigraph.features.pipeline import preprocess_cohort, read_slide_list
 from wsigraph.features.registry import ENCODERS, EncoderSpec, encoder_names, get_spec, register_encoder
 from wsigraph.features.weights import load_weights, read_state_dict
 
@@ -32,12 +30,5 @@ __all__ = [
     "make_loader",
     "embed_batches",
     "ExtractResult",
-    "SlideJob",
     "extract_features",
-    "extract_cohort",
-    "match_coords_to_slides",
-    "parse_shard",
-    "shard_from_env",
-    "preprocess_cohort",
-    "read_slide_list",
 ]

@@ -2,7 +2,7 @@
 
 Read the slide's coords file, read its patches with DataLoader workers, embed them in batches under
 ``torch.inference_mode`` (bf16 autocast on GPU, fp32 on CPU), and write ``<slide_id>.h5`` atomically with
-the coords, the features and the attributes of the feature-file layout. Cohorts: :mod:`wsigraph.features.cohort`.
+the coords, the features and the attributes of the feature-file layout. Cohorts: :mod:`wsigraph.pipeline.extract`.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from wsigraph.errors import InputError, MissingFileError, WsigraphError
 from wsigraph.features.dataset import PatchDataset, make_loader
 from wsigraph.features.encoders import PatchEncoder
 from wsigraph.pipeline.provenance import PROVENANCE_ATTR
+from wsigraph.utils.device import resolve_device
 
 log = logging.getLogger("wsigraph")
 
@@ -32,24 +33,6 @@ _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # ----------------------------------------------------------------------------------------------------
 # devices, precision, threads
 # ----------------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA if available (GPU ``LOCAL_RANK`` under torchrun), else CPU; otherwise as given."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", "0") or 0)
-            return torch.device("cuda", local % torch.cuda.device_count())
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise InputError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available on this machine")
-    return dev
 
 
 def available_cpus() -> int:

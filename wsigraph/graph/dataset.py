@@ -254,39 +254,3 @@ def _check_cached(obj: Any, n: int, want_edge_attr: bool) -> str | None:
     if want_edge_attr and (not isinstance(ea, torch.Tensor) or tuple(ea.shape) != (ei.shape[1], 1)):
         return "edge_attr missing or not of shape (E, 1)"
     return None
-
-
-def build_graph_cache(
-    dataset: GraphDataset,
-    *,
-    on_error: str = "skip",
-    report_path: str | os.PathLike | None = None,
-    progress: bool = True,
-    failed_before: dict[str, str] | None = None,
-) -> Any:
-    """Build and cache every slide's graph (reading coordinates only); cached slides are skipped (resume).
-
-    Args:
-        dataset: a :class:`GraphDataset` with a ``cache_dir``.
-        on_error: ``"skip"`` (failures go to the report) or ``"raise"``.
-        report_path: the report CSV ``slide_id,stage,status,error`` (one row per slide).
-        failed_before: failures found before building (e.g. slides without a feature file), reported too.
-    Returns:
-        the :class:`~wsigraph.pipeline.runner.JobReport` (``results[slide_id]`` = ``{"num_nodes", "num_edges"}``).
-    """
-    from wsigraph.pipeline.runner import run_per_slide
-
-    if dataset.cache_dir is None:
-        raise ConfigError("build_graph_cache: the dataset has no cache_dir")
-    items = [(sid, i) for i, sid in enumerate(dataset.slide_ids)]
-    report = run_per_slide(items, lambda sid, i: dataset.build_cache(i), on_error=on_error,
-                           is_done=lambda sid, i: dataset.is_cached(i, validate=True), desc="graphs",
-                           stage="build-graphs",
-                           progress=progress)
-    if failed_before:
-        report.failed = {**failed_before, **report.failed}
-    if report_path is not None:
-        report.write(report_path, "build-graphs")
-        if report.failed:
-            log.warning("%d slide(s) failed; listed in %s", len(report.failed), report_path)
-    return report

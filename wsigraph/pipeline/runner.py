@@ -10,6 +10,8 @@ predict) runs through :func:`run_per_slide`, so they all behave alike:
   output was made with *other* parameters, the job refuses before doing any work
   (:class:`StaleOutputError`, naming the slides and the parameters that differ), since mixing two settings
   in one folder would give silently wrong results. ``overwrite=True`` recomputes everything.
+* **shards**: ``shard="i/n"`` (default from ``RANK``/``WORLD_SIZE`` where a stage asks for it) runs slides
+  ``i::n`` of the list sorted by slide id (:mod:`wsigraph.pipeline.shards`).
 * **report**: ``<report_path>`` (CSV ``slide_id,stage,status,error``; status ``done``, ``already
   complete`` or ``failed``) is rewritten at the end of every run, so it always describes the folder as the
   last run left it: a slide that failed once and was finished by a rerun is no longer listed as failed.
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, Union
 
 from wsigraph.errors import InputError
+from wsigraph.pipeline.shards import ShardSpec, resolve_shard, select_shard, shard_suffix
 
 log = logging.getLogger("wsigraph")
 
@@ -50,6 +53,7 @@ class JobReport:
     failed: dict[str, str] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
     report_path: Path | None = None
+    shard: tuple[int, int] | None = None
 
     def summary(self) -> str:
         return (f"{len(self.done)} done, {len(self.resumed)} already complete (skipped), "
@@ -102,6 +106,7 @@ def run_per_slide(
     report_path: str | os.PathLike | None = None,
     stage: str = "",
     progress: bool = True,
+    shard: ShardSpec = False,
 ) -> JobReport:
     """Call ``fn(slide_id, item)`` for each ``(slide_id, item)``; see the module docstring.
 
@@ -115,6 +120,10 @@ def run_per_slide(
         overwrite: recompute every slide (``is_done`` and ``status`` are not consulted).
         report_path: where to write the report (None: no report file).
         stage: a name for the report's ``stage`` column.
+        shard: run only this shard's slides (``"i/n"``, ``(i, n)``, None = from ``RANK``/``WORLD_SIZE`` or
+            ``SLURM_PROCID``/``SLURM_NTASKS``, False = all; :mod:`wsigraph.pipeline.shards`); a shard's report
+            is written beside ``report_path`` as ``<stem>.shard-i-of-n<suffix>`` and ``report.shard`` says
+            which shard ran.
 
     Raises:
         StaleOutputError: some outputs were made with other parameters (``status``), before any work.
@@ -125,6 +134,15 @@ def run_per_slide(
     items = list(items)
     label = stage or desc
     report = JobReport()
+    report.shard = resolve_shard(shard)
+    if report.shard is not None:
+        total = len(items)
+        items = select_shard(items, report.shard, key=lambda it: it[0])
+        log.info("%s: shard %d/%d: %d of %d slides", label, *report.shard, len(items), total)
+        desc = f"{desc}{shard_suffix(report.shard)}"
+        if report_path is not None:
+            rp = Path(report_path)
+            report_path = rp.with_name(f"{rp.stem}{shard_suffix(report.shard)}{rp.suffix}")
     finished: set[str] = set()
     if not overwrite and status is not None:
         stale: dict[str, list[str]] = {}

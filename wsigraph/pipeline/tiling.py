@@ -31,6 +31,7 @@ from wsigraph.pipeline.provenance import (
     read_json_provenance,
 )
 from wsigraph.pipeline.runner import JobReport, Status, run_per_slide
+from wsigraph.pipeline.shards import ShardSpec, shard_suffix
 
 log = logging.getLogger("wsigraph")
 
@@ -178,9 +179,10 @@ def _jobs_of(slides: Sequence[Any]) -> list[tuple[str, Any]]:
 def segment_cohort(slides: Sequence[Any], out: str | os.PathLike, *, segment_kwargs: Mapping[str, Any] | None = None,
                    default_mpp: float | None = None, masks_dir: str | os.PathLike | None = None,
                    on_error: str = "skip", report_path: str | os.PathLike | None = None, overwrite: bool = False,
-                   progress: bool = True) -> JobReport:
+                   progress: bool = True, shard: ShardSpec = None) -> JobReport:
     """:func:`segment_slide` for each ``SlideJob`` (``slide_id``, ``slide_path``, ``mpp``) through the runner;
-    the report goes to ``report_path`` (default ``out/segment_report.csv``)."""
+    the report goes to ``report_path`` (default ``out/segment_report.csv``); ``shard`` as in
+    :func:`~wsigraph.pipeline.runner.run_per_slide` (default from ``RANK``/``WORLD_SIZE``)."""
     out = Path(out)
 
     def prov(job: Any) -> Provenance:
@@ -195,16 +197,18 @@ def segment_cohort(slides: Sequence[Any], out: str | os.PathLike, *, segment_kwa
                              default_mpp=default_mpp, masks_dir=masks_dir)
 
     return run_per_slide(_jobs_of(slides), one, status=status, overwrite=overwrite, on_error=on_error, desc="segment",
-                         stage="segment", report_path=report_path or out / "segment_report.csv", progress=progress)
+                         stage="segment", report_path=report_path or out / "segment_report.csv", progress=progress,
+                         shard=shard)
 
 
 def tile_cohort(slides: Sequence[Any], out: str | os.PathLike, *, segment_kwargs: Mapping[str, Any] | None = None,
                 tiling: Mapping[str, Any] | None = None, default_mpp: float | None = None,
                 masks_dir: str | os.PathLike | None = None, on_error: str = "skip",
                 report_path: str | os.PathLike | None = None, overwrite: bool = False,
-                progress: bool = True) -> JobReport:
+                progress: bool = True, shard: ShardSpec = None) -> JobReport:
     """:func:`tile_slide_to_coords` for each ``SlideJob`` through the runner, then ``out/tiling_summary.csv``
-    (one row per slide: status, patches, tissue fraction ...); report ``out/tile_report.csv``."""
+    (one row per slide: status, patches, tissue fraction ...); report ``out/tile_report.csv``; with a shard
+    (default from ``RANK``/``WORLD_SIZE``) both names carry ``.shard-i-of-n``."""
     import pandas as pd
 
     from wsigraph.utils.atomic import atomic_path
@@ -224,12 +228,13 @@ def tile_cohort(slides: Sequence[Any], out: str | os.PathLike, *, segment_kwargs
                                     mpp=job.mpp, default_mpp=default_mpp, masks_dir=masks_dir)
 
     report = run_per_slide(_jobs_of(slides), one, status=status, overwrite=overwrite, on_error=on_error, desc="tile",
-                           stage="tile", report_path=report_path or out / "tile_report.csv", progress=progress)
+                           stage="tile", report_path=report_path or out / "tile_report.csv", progress=progress,
+                           shard=shard)
     rows = [{"slide_id": sid, "status": "done", **report.results[sid]} for sid in report.done]
     rows += [{"slide_id": sid, "status": "already complete"} for sid in report.resumed]
     rows += [{"slide_id": sid, "status": "failed", "error": err} for sid, err in report.failed.items()]
     if rows:
-        with atomic_path(out / "tiling_summary.csv") as tmp:
+        with atomic_path(out / f"tiling_summary{shard_suffix(report.shard)}.csv") as tmp:
             table = pd.DataFrame(rows).sort_values("slide_id")
             for col in ("n_patches", "patch_size_level0", "patch_level"):
                 if col in table:

@@ -3,35 +3,47 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 from wsigraph.errors import InputError, MissingFileError
 from wsigraph.slide.reader import SLIDE_SUFFIXES, _import_openslide, _to_float
 
 
-def find_slides(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
+def find_slides(inputs: Sequence[str | os.PathLike], *, depth: int = 0, suffixes: Sequence[str] = SLIDE_SUFFIXES,
+                skip_dirs: Iterable[str] = (), exclude: Iterable[str | os.PathLike] = (),
+                allow_empty: bool = False) -> list[tuple[str, Path]]:
     """(slide_id, path) for slide files and folders of slides, sorted by slide id.
 
-    A folder contributes its files with a suffix in :data:`SLIDE_SUFFIXES` (not recursive, hidden files
-    skipped). The ``.dcm`` files of one DICOM slide (same ``dicom.SeriesInstanceUID``) count once, under
-    the first file's name. Files named explicitly are taken whatever their suffix.
+    A folder contributes its files with a suffix in ``suffixes`` (default :data:`SLIDE_SUFFIXES`; hidden
+    files skipped), and those of its sub-folders down to ``depth`` levels (default 0: the folder only;
+    hidden folders, folders named in ``skip_dirs`` and the folders in ``exclude`` are not entered). The
+    ``.dcm`` files of one DICOM slide (same ``dicom.SeriesInstanceUID``) count once, under the first file's
+    name. Files named explicitly are taken whatever their suffix.
 
     Raises:
-        MissingFileError: an input does not exist. InputError: nothing found, or two slides share an id.
+        MissingFileError: an input does not exist. InputError: nothing found (unless ``allow_empty``), or two
+        slides share an id (ids must be unique across the folders searched).
     """
+    wanted = tuple(x.lower() for x in suffixes)
+    skip = set(skip_dirs)
+    excluded = {Path(e).resolve() for e in exclude}
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
         if not p.exists():
             raise MissingFileError(f"{p}: slide file or folder does not exist")
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir()
-                           if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in SLIDE_SUFFIXES)
-            found.extend(_dedupe_dicom(files))
-        else:
+        if not p.is_dir():
             found.append(p)
-    if not found:
-        raise InputError(f"no slide files found in {[str(i) for i in inputs]} (looked for {', '.join(SLIDE_SUFFIXES)})")
+            continue
+        for d in _folders(p, depth, skip, excluded):
+            try:
+                files = sorted(f for f in d.iterdir()
+                               if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in wanted)
+            except OSError:
+                continue
+            found.extend(_dedupe_dicom(files))
+    if not found and not allow_empty:
+        raise InputError(f"no slide files found in {[str(i) for i in inputs]} (looked for {', '.join(wanted)})")
     by_id: dict[str, Path] = {}
     for p in found:
         if p.stem in by_id and by_id[p.stem].resolve() != p.resolve():
@@ -39,6 +51,21 @@ def find_slides(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
                              "without extension) must be unique")
         by_id[p.stem] = p
     return sorted(by_id.items())
+
+
+def _folders(root: Path, depth: int, skip: set[str], excluded: set[Path]) -> Iterator[Path]:
+    """``root`` and its sub-folders, breadth first, at most ``depth`` levels down (see :func:`find_slides`)."""
+    level = [root]
+    for _ in range(max(0, int(depth)) + 1):
+        nxt: list[Path] = []
+        for d in level:
+            yield d
+            try:
+                nxt += sorted(c for c in d.iterdir() if c.is_dir() and c.name not in skip
+                              and not c.name.startswith(".") and c.resolve() not in excluded)
+            except OSError:
+                continue
+        level = nxt
 
 
 def _dedupe_dicom(files: list[Path]) -> list[Path]:

@@ -44,6 +44,8 @@ MPP_TOLERANCE = 0.02
 #: File suffixes a folder scan treats as slides (OpenSlide formats and plain images).
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
                   ".dcm", ".png", ".jpg", ".jpeg")
+#: Whole-slide formats wsigraph does not open but whose file names users leave on slide ids (manifests).
+OTHER_SLIDE_SUFFIXES = (".czi", ".isyntax", ".qptiff")
 
 #: Above this many pixels a whole level is downscaled tile by tile instead of read at once.
 _MAX_LEVEL_READ_PIXELS = 64_000_000

@@ -1,5 +1,5 @@
 """Training and inference: typed experiment config, Lightning training with the paper's model selection,
-k-fold cross-validation with resume, metrics with bootstrap CIs, checkpoints, ``evaluate`` and ``predict``.
+k-fold cross-validation with resume, metrics with bootstrap CIs, checkpoints and ``evaluate`` (``predict``, a cohort job: :mod:`wsigraph.pipeline.predict`).
 
 Lightning is imported only when a model is trained (``train_experiment``), not by ``import wsigraph.train``.
 """
@@ -12,13 +12,13 @@ from wsigraph.train.config import (
     default_config,
     load_experiment_config,
 )
-from wsigraph.train.inference import evaluate, predict
+from wsigraph.train.inference import evaluate
 from wsigraph.train.metrics import bootstrap_ci, classification_metrics, metrics_with_ci
 from wsigraph.train.runner import summarize, train_experiment
 
 __all__ = [
     "ExperimentConfig", "DataConfig", "ModelConfig", "TrainConfig", "load_experiment_config", "default_config",
-    "train_experiment", "summarize", "evaluate", "predict",
+    "train_experiment", "summarize", "evaluate",
     "classification_metrics", "bootstrap_ci", "metrics_with_ci",
     "Checkpoint", "load_checkpoint", "save_checkpoint",
 ]

@@ -17,10 +17,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 from wsigraph.config import load_config
 from wsigraph.errors import ConfigError
 
-try:  # the graph engineer's dataclass is the source of truth for graph settings
-    from wsigraph.graph import GraphConfig
-except ImportError:  # pragma: no cover - while wsigraph.graph's __init__ does not export it yet
-    from wsigraph.graph.params import GraphConfig
+from wsigraph.graph.params import GraphConfig
 
 SPLIT_MODES = ("auto", "manifest", "kfold", "csv")
 SELECT_METRICS = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa", "loss")

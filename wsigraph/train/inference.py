@@ -1,18 +1,8 @@
-"""Running a trained model on slides: the shared inference loop, ``evaluate`` and ``predict``.
+"""Running a trained model on slides: the shared inference loop and ``evaluate``.
 
 * :func:`evaluate`: a checkpoint on a labeled cohort -> ``metrics.json`` (with bootstrap 95% CIs) and
   ``predictions.csv`` (``slide_id,label,pred,prob_<class>...``).
-* :func:`predict`: a checkpoint on feature files (no labels needed) -> ``predictions.csv`` and, for models
-  with per-patch scores, ``scores/<slide_id>.h5`` in the scores-file format of :mod:`wsigraph.viz.scores`
-  (written and read there)::
-
-      coords  (N, 2) int64    level-0 pixels, top-left (as in the feature file)
-      scores  (N,)   float32  the model's per-patch score (attention, instance logit, ...)
-      attrs   patch_size_level0, slide_id, score_name ("<model> patch score"), and the slide's prediction:
-              model, classes, probs (C,), pred
-
-  ``wsigraph heatmap`` draws it. A rerun skips slides whose scores file
-  exists (resume); ``on_error="skip"`` goes on past bad slides and lists them in ``predict_report.csv``.
+* ``predict`` (unlabelled slides, a cohort job) lives in :mod:`wsigraph.pipeline.predict` and uses the loop here.
 """
 from __future__ import annotations
 
@@ -24,9 +14,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from wsigraph.errors import ConfigError, InputError, MissingFileError, WsigraphError
-from wsigraph.pipeline.paths import slide_file
-from wsigraph.pipeline.validate import check_against_checkpoint, source_of_file, validate_feature_files
+from wsigraph.errors import ConfigError, InputError
+from wsigraph.pipeline.validate import check_against_checkpoint, validate_feature_files
+from wsigraph.utils.device import resolve_device
 
 log = logging.getLogger("wsigraph")
 
@@ -34,16 +24,6 @@ log = logging.getLogger("wsigraph")
 # ----------------------------------------------------------------------------------------------------
 # helpers shared with the runner
 # ----------------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"``/None -> CUDA when available, else CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"device {device!r} is not a valid torch device ({e})") from e
 
 
 def feature_dim(path: str | os.PathLike) -> int:
@@ -92,7 +72,7 @@ def check_feature_dims(paths: Mapping[str, Path], expected: int | None = None, e
     return dim
 
 
-def _trained_features(ckpt: Any) -> Any:
+def trained_features(ckpt: Any) -> Any:
     """The checkpoint's record of its training features (empty for checkpoints from before the record)."""
     from wsigraph.pipeline.validate import FeatureSource
 
@@ -231,7 +211,7 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
     paths = dict(zip(cohort.slide_ids, cohort.feature_paths))
     check_feature_dims(paths, expected=ckpt.in_dim, expected_from=f"the checkpoint {ckpt.path} (in_dim)",
                        where=str(manifest))
-    trained = _trained_features(ckpt)
+    trained = trained_features(ckpt)
     src = validate_feature_files(paths, where=str(manifest), allow_random_features=trained.random_init)
     check_against_checkpoint(src, trained, where=str(manifest), checkpoint=str(ckpt.path),
                              force=allow_feature_mismatch)
@@ -261,126 +241,5 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
     return metrics
 
 
-# ----------------------------------------------------------------------------------------------------
-# predict
-# ----------------------------------------------------------------------------------------------------
-
-
-def _feature_files(features: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, Path]:
-    from wsigraph.data.features import list_feature_files
-
-    if isinstance(features, (str, os.PathLike)) and Path(features).is_dir():
-        files = list_feature_files(features)
-        if not files:
-            raise InputError(f"{features}: no feature files (.h5/.hdf5/.pt) in this folder")
-        return files
-    items = [features] if isinstance(features, (str, os.PathLike)) else list(features)
-    out: dict[str, Path] = {}
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            out.update(_feature_files(p))
-            continue
-        if not p.exists():
-            raise MissingFileError(f"{p}: feature file does not exist")
-        if p.stem in out and out[p.stem] != p:
-            raise InputError(f"{p}: slide id {p.stem!r} given twice ({out[p.stem]} and {p})")
-        out[p.stem] = p
-    if not out:
-        raise InputError("no feature files given")
-    return out
-
-
-def _scores_file_probs(path: Path, classes: Sequence[str]) -> np.ndarray | None:
-    """The class probabilities a finished ``predict`` stored in a scores file (None: absent, unreadable or
-    written for other classes), so that a rerun can skip the slide."""
-    from wsigraph.viz.scores import load_scores
-
-    if not path.exists():
-        return None
-    try:
-        attrs = load_scores(path).attrs
-    except WsigraphError:
-        return None
-    if "probs" not in attrs or [str(c) for c in attrs.get("classes") or []] != list(classes):
-        return None
-    return np.asarray(attrs["probs"], dtype=np.float64)
-
-
-def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequence[str | os.PathLike],
-            out_dir: str | os.PathLike, *, device: str = "auto", precision: str = "auto",
-            cache_dir: str | os.PathLike | None = None, on_error: str = "skip", progress: bool = True,
-            allow_feature_mismatch: bool = False) -> Any:
-    """Class probabilities and per-patch scores for slides without labels.
-
-    Args:
-        checkpoint: a wsigraph checkpoint.
-        features: a folder of feature files, one file, or a list of files/folders.
-        out_dir: gets ``predictions.csv`` (``slide_id,pred,prob_<class>...``; every slide done now or on an
-            earlier run) and ``scores/<slide_id>.h5``.
-        on_error: ``"skip"`` (failed slides listed in ``predict_report.csv``) or ``"raise"``.
-        allow_feature_mismatch: predict slides whose features come from another encoder, weights or
-            resolution than the checkpoint's training features (by default such a slide fails, reported).
-
-    Returns:
-        the :class:`~wsigraph.pipeline.runner.JobReport`; ``results[slide_id]`` holds the probabilities (C,) of
-        the slides predicted in this run.
-    """
-    from wsigraph.data.features import read_coords
-    from wsigraph.graph import GraphConfig
-    from wsigraph.train.checkpoint import load_checkpoint
-    from wsigraph.pipeline.runner import run_per_slide
-    from wsigraph.viz.scores import write_scores
-
-    ckpt = load_checkpoint(checkpoint)
-    files = _feature_files(features)
-    out = Path(out_dir)
-    scores_dir = out / "scores"
-    dev = resolve_device(device)
-    model = ckpt.build_model(dev)
-    graph = GraphConfig(**ckpt.graph) if ckpt.graph else GraphConfig()
-    classes = ckpt.classes
-
-    trained = _trained_features(ckpt)
-
-    def run_one(sid: str, path: Path) -> np.ndarray:
-        d = feature_dim(path)
-        if d != ckpt.in_dim:
-            raise InputError(f"slide {sid!r} ({path}) has feature dimension {d}, but the checkpoint "
-                             f"{ckpt.path} expects {ckpt.in_dim} (in_dim)")
-        check_against_checkpoint(source_of_file(path), trained, where=f"slide {sid!r} ({path})",
-                                 checkpoint=str(ckpt.path), force=allow_feature_mismatch)
-        ds = make_dataset([path], [sid], None, graph, cache_dir)
-        loader = make_loader(ds, num_workers=0)
-        _, _, probs, scores = next(iter_predictions(model, loader, [sid], dev, precision))
-        if scores is not None:
-            bag = read_coords(path)  # the feature reader's coords: CLAM/TRIDENT/STAMP conventions as in training
-            prediction = {"model": ckpt.model_name, "classes": list(classes),
-                          **{k: bag.attrs[k] for k in ("coords_unit", "coords_mpp") if k in bag.attrs},
-                          "probs": np.asarray(probs, dtype=np.float64), "pred": classes[int(np.argmax(probs))]}
-            write_scores(slide_file(scores_dir, sid, ".h5"), scores, bag.coords, patch_size_level0=bag.patch_size_level0,
-                         slide_id=sid, score_name=f"{ckpt.model_name} patch score", attrs=prediction)
-        return probs
-
-    stored: dict[str, np.ndarray] = {}  # probabilities of the slides finished by an earlier run
-
-    def is_done(sid: str, path: Path) -> bool:
-        p = _scores_file_probs(slide_file(scores_dir, sid, ".h5"), classes)
-        if p is not None:
-            stored[sid] = p
-        return p is not None
-
-    report = run_per_slide(list(files.items()), run_one, on_error=on_error, is_done=is_done, desc="predict",
-                           report_path=out / "predict_report.csv", stage="predict", progress=progress)
-    if report.done and not any(slide_file(scores_dir, s, ".h5").exists() for s in report.done):
-        log.warning("model %r gives no per-patch scores: no scores/*.h5 written", ckpt.model_name)
-    found = {**stored, **report.results}
-    ids = [sid for sid in files if sid in found]
-    probs = np.stack([found[sid] for sid in ids]) if ids else np.zeros((0, len(classes)))
-    path = write_csv(predictions_frame(ids, None, probs, classes), out / "predictions.csv")
-    log.info("predict: %s; predictions in %s", report.summary(), path)
-    return report
-
-
-__all__ = ["evaluate", "predict", "iter_predictions", "check_feature_dims", "feature_dim", "resolve_device",
+__all__ = ["evaluate", "iter_predictions", "trained_features", "check_feature_dims", "feature_dim",
            "predictions_frame"]

@@ -34,8 +34,7 @@ from wsigraph.config import dump_config, save_config
 from wsigraph.errors import ConfigError, InputError
 from wsigraph.pipeline.validate import validate_feature_files
 from wsigraph.train.config import ExperimentConfig, resolved_model_params
-from wsigraph.train.inference import (evaluate, iter_predictions, make_dataset, make_loader,
-                                      predict, predictions_frame, write_csv)
+from wsigraph.train.inference import evaluate, iter_predictions, make_dataset, make_loader, predictions_frame, write_csv
 
 log = logging.getLogger("wsigraph")
 
@@ -489,5 +488,5 @@ def summarize(results: Sequence[dict], out: Path, write: bool = True) -> dict:
     return summary
 
 
-__all__ = ["train_experiment", "train_fold", "summarize", "evaluate", "predict", "class_weights",
+__all__ = ["train_experiment", "train_fold", "summarize", "evaluate", "class_weights",
            "resolve_precision", "resolve_strategy"]

@@ -7,7 +7,6 @@ from wsigraph.viz.gallery import top_k_indices, topk_gallery
 from wsigraph.viz.geojson import read_geojson_patches, write_geojson
 from wsigraph.viz.heatmap import blur_on_lattice, heatmap_overlay, normalize_scores, render_heatmap
 from wsigraph.viz.lattice import Lattice, build_lattice, default_level0_size, draw_patches
-from wsigraph.viz.scores import PatchScores, load_scores, write_scores
 from wsigraph.viz.synthetic import render_synthetic_slide
 
 __all__ = [
@@ -24,7 +23,4 @@ __all__ = [
     "build_lattice",
     "default_level0_size",
     "draw_patches",
-    "PatchScores",
-    "load_scores",
-    "write_scores",
 ]

@@ -1,74 +1,30 @@
-"""Cohort jobs over many slides: shards, resume, skip-and-report, and matching coords files to slides.
+"""The extraction stage (``wsigraph extract``): feature files for a cohort of slides with coords files.
 
-:func:`extract_cohort` runs :func:`wsigraph.features.extract.extract_features` per slide through
+:func:`extract_cohort` runs :func:`wsigraph.features.extract.extract_features` (one slide) per slide through
 :func:`wsigraph.pipeline.runner.run_per_slide`, so a long job shows its progress, resumes (slides whose output was
 made with the same parameters are skipped), skips and reports slides that fail, and can be split over processes
-or machines: ``shard=(i, n)``, or ``RANK``/``WORLD_SIZE`` set by torchrun, or ``SLURM_PROCID``/``SLURM_NTASKS``;
-shard ``i`` takes slides ``i::n`` of the list sorted by slide id.
+or machines (:mod:`wsigraph.pipeline.shards`). :func:`run_extraction_job` is the job behind ``extract`` and
+``preprocess`` (:mod:`wsigraph.pipeline.preprocess`).
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
-from wsigraph.errors import InputError, MissingFileError, WsigraphError
+from wsigraph.errors import MissingFileError, WsigraphError
 from wsigraph.features.encoders import PatchEncoder
-from wsigraph.features.extract import extract_features, resolve_device
+from wsigraph.features.extract import extract_features
 from wsigraph.pipeline.paths import slide_file
+from wsigraph.pipeline.shards import ShardSpec, shard_suffix
+from wsigraph.pipeline.slides import SlideJob
+from wsigraph.utils.device import resolve_device
 
 log = logging.getLogger("wsigraph")
-
-
-# ----------------------------------------------------------------------------------------------------
-# shards
-# ----------------------------------------------------------------------------------------------------
-
-
-def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """``"i/n"`` (0-based ``i``) or ``(i, n)`` -> ``(i, n)``; None -> None."""
-    if shard is None or shard == "":
-        return None
-    if isinstance(shard, str):
-        parts = shard.split("/")
-        try:
-            i, n = (int(p) for p in parts)
-        except ValueError:
-            raise InputError(f"shard must look like 'i/n' (e.g. 0/4), got {shard!r}") from None
-    else:
-        i, n = (int(v) for v in shard)
-    if n < 1 or not 0 <= i < n:
-        raise InputError(f"shard {i}/{n}: need n >= 1 and 0 <= i < n")
-    return i, n
-
-
-def shard_from_env(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
-    """``(RANK, WORLD_SIZE)`` set by torchrun, else ``(SLURM_PROCID, SLURM_NTASKS)``; None when single."""
-    env = os.environ if environ is None else environ
-    for rank_key, size_key in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
-        if env.get(size_key):
-            try:
-                i, n = int(env.get(rank_key, "0")), int(env[size_key])
-            except ValueError:
-                raise InputError(f"environment {rank_key}={env.get(rank_key)!r} {size_key}={env[size_key]!r} "
-                                 "are not integers") from None
-            if n > 1:
-                return parse_shard((i, n))
-    return None
-
-
-def select_shard(items: Sequence[Any], shard: tuple[int, int] | None, key: Callable[[Any], str] = str) -> list[Any]:
-    """Items ``i::n`` of ``items`` sorted by ``key`` (all of them, sorted, when ``shard`` is None)."""
-    ordered = sorted(items, key=key)
-    if shard is None:
-        return ordered
-    i, n = shard
-    return ordered[i::n]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -76,23 +32,9 @@ def select_shard(items: Sequence[Any], shard: tuple[int, int] | None, key: Calla
 # ----------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class SlideJob:
-    """One slide of a cohort job: its id, its slide file and its coords file (None: make them first)."""
-
-    slide_id: str
-    slide_path: Path | None
-    coords_path: Path | None = None
-    mpp: float | None = None
-
-
 def encoder_folder_name(name: str) -> str:
     """A folder-safe form of an encoder name (``timm:resnet18`` -> ``timm-resnet18``)."""
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
-
-
-def shard_suffix(shard: tuple[int, int] | None) -> str:
-    return "" if shard is None else f".shard-{shard[0]}-of-{shard[1]}"
 
 
 def extract_cohort(
@@ -105,7 +47,7 @@ def extract_cohort(
     device: str | torch.device = "auto",
     amp: str = "auto",
     features_dtype: str = "float32",
-    shard: str | tuple[int, int] | None = None,
+    shard: ShardSpec = None,
     on_error: str = "skip",
     report_path: str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -147,7 +89,7 @@ def run_extraction_job(
     command: str,
     extract_kwargs: dict[str, Any],
     device: str | torch.device,
-    shard: str | tuple[int, int] | None,
+    shard: ShardSpec,
     on_error: str,
     report_path: str | os.PathLike | None,
     overwrite: bool,
@@ -184,15 +126,10 @@ def run_extraction_job(
     out_dir, feat_dir = Path(out_dir), Path(feat_dir)
     for d in (out_dir, feat_dir):
         d.mkdir(parents=True, exist_ok=True)
-    shard_t = parse_shard(shard) if shard is not None else shard_from_env()
-    mine = select_shard(list(jobs), shard_t, key=lambda j: j.slide_id)
     dev = resolve_device(device)
     encoder = encoder.to(dev).eval()
-    suffix = shard_suffix(shard_t)
     if report_path is None:
-        report_path = out_dir / f"{command}_report{suffix}.csv"
-    if shard_t is not None:
-        log.info("shard %d/%d: %d of %d slides", shard_t[0], shard_t[1], len(mine), len(jobs))
+        report_path = out_dir / f"{command}_report.csv"
 
     from wsigraph.features.extract import amp_name, resolve_amp
     from wsigraph.pipeline.provenance import provenance_differences, read_h5_provenance
@@ -237,13 +174,15 @@ def run_extraction_job(
         return result
 
     t0 = time.perf_counter()
-    report = run_per_slide([(j.slide_id, j) for j in mine], run_one, on_error=on_error, status=status,
-                           overwrite=overwrite, desc=f"{command}{suffix}", report_path=report_path, stage=command,
-                           progress=progress)
-    write_job_summary(out_dir / f"{command}_summary{suffix}.json", report, time.perf_counter() - t0,
+    report = run_per_slide([(j.slide_id, j) for j in jobs], run_one, on_error=on_error, status=status,
+                           overwrite=overwrite, desc=command, report_path=report_path, stage=command,
+                           progress=progress, shard=shard)
+    write_job_summary(out_dir / f"{command}_summary{shard_suffix(report.shard)}.json", report,
+                      time.perf_counter() - t0,
                       extra={"encoder": encoder.name, "encoder_weights": encoder.weights_label,
-                             "device": str(dev), **(summary or {}), "shard": list(shard_t) if shard_t else None,
-                             "report": str(report_path) if report.failed else None})
+                             "device": str(dev), **(summary or {}),
+                             "shard": list(report.shard) if report.shard else None,
+                             "report": str(report.report_path) if report.failed else None})
     return report
 
 
@@ -279,54 +218,3 @@ def write_job_summary(path: Path, report: Any, seconds: float, extra: dict[str, 
     log.warning("%s; %d patches in %.1f s (%s patches/s); summary: %s", report.summary(), patches, seconds,
                 summary["patches_per_s"], path)
     return summary
-
-
-# ----------------------------------------------------------------------------------------------------
-# matching coords files to slides
-# ----------------------------------------------------------------------------------------------------
-
-
-def slide_id_of_coords(path: Path) -> str:
-    """Slide id of a coords file: its stem, without TRIDENT's ``_patches`` suffix."""
-    stem = path.stem
-    return stem[: -len("_patches")] if stem.endswith("_patches") else stem
-
-
-def list_coords_files(coords: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """Coords files from a folder (``*.h5``/``*.hdf5``), or the given files."""
-    items = [coords] if isinstance(coords, (str, os.PathLike)) else list(coords)
-    files: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir()
-                           if q.suffix.lower() in (".h5", ".hdf5") and not q.name.startswith("."))
-            if not found:
-                raise MissingFileError(f"{p}: no coords files (*.h5) in this folder")
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise MissingFileError(f"{p}: coords file or folder does not exist")
-    return files
-
-
-def list_slide_files(slides: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, Path]:
-    """Map slide id (file stem) -> slide file for slide files and folders of slides (``wsigraph.slide.find_slides``)."""
-    from wsigraph.slide import find_slides
-
-    items = [slides] if isinstance(slides, (str, os.PathLike)) else list(slides)
-    return dict(find_slides(items))
-
-
-def match_coords_to_slides(coords: str | os.PathLike | Sequence[str | os.PathLike],
-                           slides_dir: str | os.PathLike) -> list[SlideJob]:
-    """One :class:`SlideJob` per coords file, with the slide of the same id (None when absent: reported later)."""
-    slides = list_slide_files(slides_dir)
-    jobs: dict[str, SlideJob] = {}
-    for f in list_coords_files(coords):
-        sid = slide_id_of_coords(f)
-        if sid in jobs:
-            raise InputError(f"{f}: a second coords file for slide {sid!r} (first: {jobs[sid].coords_path})")
-        jobs[sid] = SlideJob(slide_id=sid, slide_path=slides.get(sid), coords_path=f)
-    return list(jobs.values())

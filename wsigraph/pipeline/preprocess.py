@@ -22,74 +22,14 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from wsigraph.errors import InputError, MissingFileError, WsigraphError
-from wsigraph.features.cohort import SlideJob, encoder_folder_name, run_extraction_job
+from wsigraph.errors import MissingFileError, WsigraphError
 from wsigraph.features.encoders import PatchEncoder
-from wsigraph.pipeline.paths import check_slide_id, slide_file
+from wsigraph.pipeline.extract import encoder_folder_name, run_extraction_job
+from wsigraph.pipeline.paths import slide_file
+from wsigraph.pipeline.shards import ShardSpec
+from wsigraph.pipeline.slides import SlideJob, open_slide_with
 
 log = logging.getLogger("wsigraph")
-
-PATH_COLUMNS = ("path", "slide_path", "wsi", "filename", "file")
-
-
-def open_slide_with(path: str | os.PathLike, mpp: float | None = None, *, default_mpp: float | None = None) -> Any:
-    """``open_slide(path, mpp=mpp, default_mpp=default_mpp)``; picklable with ``functools.partial``."""
-    from wsigraph.slide import open_slide
-
-    return open_slide(path, mpp=mpp, default_mpp=default_mpp)
-
-
-def read_slide_list(source: str | os.PathLike) -> list[SlideJob]:
-    """Slides of a folder (every whole-slide file in it), one slide file, or a CSV manifest.
-
-    The manifest has a path column (one of ``path``, ``slide_path``, ``wsi``, ``filename``, ``file``;
-    relative paths are taken from the manifest's folder) and optional ``slide_id`` (default: the file
-    stem) and ``mpp`` (level-0 µm/px for that slide, overriding its metadata) columns.
-    """
-    from wsigraph.features.cohort import list_slide_files
-
-    source = Path(source)
-    if source.is_dir():
-        return [SlideJob(slide_id=sid, slide_path=p) for sid, p in list_slide_files(source).items()]
-    if not source.is_file():
-        raise MissingFileError(f"{source}: slides folder or manifest does not exist")
-    if source.suffix.lower() != ".csv":  # one slide file
-        return [SlideJob(slide_id=sid, slide_path=p) for sid, p in list_slide_files(source).items()]
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(source, dtype=str, keep_default_na=False)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"{source}: cannot be read as a CSV manifest ({e})") from e
-    col = next((c for c in PATH_COLUMNS if c in table.columns), None)
-    if col is None:
-        raise InputError(f"{source}: the manifest needs a slide path column (one of {list(PATH_COLUMNS)}); "
-                         f"columns present: {list(table.columns)}")
-    jobs: dict[str, SlideJob] = {}
-    for row, rec in enumerate(table.to_dict("records"), start=2):  # row 1 is the header
-        raw = str(rec[col]).strip()
-        if not raw:
-            raise InputError(f"{source}, row {row}: empty {col!r}")
-        p = Path(raw).expanduser()
-        if not p.is_absolute():
-            p = source.parent / p
-        sid = str(rec.get("slide_id", "") or "").strip() or p.stem
-        check_slide_id(sid, f"{source}, row {row}")
-        mpp = None
-        if str(rec.get("mpp", "") or "").strip():
-            try:
-                mpp = float(rec["mpp"])
-            except ValueError:
-                raise InputError(f"{source}, row {row}: mpp {rec['mpp']!r} is not a number") from None
-            if not mpp > 0:
-                raise InputError(f"{source}, row {row}: mpp must be positive, got {mpp}")
-        if sid in jobs:
-            raise InputError(f"{source}, row {row}: slide_id {sid!r} appears twice")
-        jobs[sid] = SlideJob(slide_id=sid, slide_path=p, mpp=mpp)
-    if not jobs:
-        raise InputError(f"{source}: the manifest lists no slides")
-    return list(jobs.values())
-
 
 def preprocess_cohort(
     slides: Sequence[SlideJob],
@@ -108,7 +48,7 @@ def preprocess_cohort(
     device: str | torch.device = "auto",
     amp: str = "auto",
     features_dtype: str = "float32",
-    shard: str | tuple[int, int] | None = None,
+    shard: ShardSpec = None,
     on_error: str = "skip",
     report_path: str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -117,12 +57,12 @@ def preprocess_cohort(
     """Run segmentation, tiling and extraction for each slide; returns the ``JobReport``.
 
     Args:
-        slides: from :func:`read_slide_list` (``SlideJob.mpp`` overrides that slide's resolution).
+        slides: from :func:`wsigraph.pipeline.slides.read_slide_list` (``SlideJob.mpp`` overrides that slide's resolution).
         default_mpp: level-0 µm/px for slides whose files record none.
         segment_kwargs: options of :func:`wsigraph.slide.segment_tissue` (``mode``, ``method`` ...).
         masks_dir: user masks ``<masks_dir>/<slide_id>.png`` used instead of the segmentation where present.
         save_masks: write ``masks/<id>.png`` (binary) and ``overlays/<id>.png`` as ``wsigraph tile`` does.
-        shard, on_error, report_path, overwrite: as in :func:`wsigraph.features.cohort.extract_cohort`.
+        shard, on_error, report_path, overwrite: as in :func:`wsigraph.pipeline.extract.extract_cohort`.
 
     The tissue and tiling stage is :func:`wsigraph.pipeline.tiling.tile_slide_to_coords`, the same as
     ``wsigraph tile``. A failing slide is reported with the stage that failed (``tissue/tiling`` or

@@ -1,0 +1,158 @@
+"""The prediction stage (``wsigraph predict``): a checkpoint on feature files without labels.
+
+Writes ``predictions.csv`` (``slide_id,pred,prob_<class>...``) and, for models with per-patch scores,
+``scores/<slide_id>.h5`` in the scores-file format of :mod:`wsigraph.data.scores`::
+
+    coords  (N, 2) int64    level-0 pixels, top-left (as in the feature file)
+    scores  (N,)   float32  the model's per-patch score (attention, instance logit, ...)
+    attrs   patch_size_level0, slide_id, score_name ("<model> patch score"), and the slide's prediction:
+            model, classes, probs (C,), pred
+
+``wsigraph heatmap`` draws it. A rerun skips slides whose scores file holds a prediction for the same
+classes (resume); ``on_error="skip"`` goes on past bad slides and lists them in ``predict_report.csv``.
+The inference loop is :mod:`wsigraph.train.inference`'s, shared with ``evaluate``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from wsigraph.errors import InputError, MissingFileError, WsigraphError
+from wsigraph.pipeline.paths import slide_file
+from wsigraph.pipeline.runner import run_per_slide
+from wsigraph.pipeline.shards import ShardSpec, shard_suffix
+from wsigraph.pipeline.validate import check_against_checkpoint, source_of_file
+from wsigraph.train.inference import (trained_features, feature_dim, iter_predictions, make_dataset, make_loader,
+                                      predictions_frame, write_csv)
+from wsigraph.utils.device import resolve_device
+
+log = logging.getLogger("wsigraph")
+
+
+def _feature_files(features: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, Path]:
+    from wsigraph.data.features import list_feature_files
+
+    if isinstance(features, (str, os.PathLike)) and Path(features).is_dir():
+        files = list_feature_files(features)
+        if not files:
+            raise InputError(f"{features}: no feature files (.h5/.hdf5/.pt) in this folder")
+        return files
+    items = [features] if isinstance(features, (str, os.PathLike)) else list(features)
+    out: dict[str, Path] = {}
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out.update(_feature_files(p))
+            continue
+        if not p.exists():
+            raise MissingFileError(f"{p}: feature file does not exist")
+        if p.stem in out and out[p.stem] != p:
+            raise InputError(f"{p}: slide id {p.stem!r} given twice ({out[p.stem]} and {p})")
+        out[p.stem] = p
+    if not out:
+        raise InputError("no feature files given")
+    return out
+
+
+def _scores_file_probs(path: Path, classes: Sequence[str]) -> np.ndarray | None:
+    """The class probabilities a finished ``predict`` stored in a scores file (None: absent, unreadable or
+    written for other classes), so that a rerun can skip the slide."""
+    from wsigraph.data.scores import load_scores
+
+    if not path.exists():
+        return None
+    try:
+        attrs = load_scores(path).attrs
+    except WsigraphError:
+        return None
+    if "probs" not in attrs or [str(c) for c in attrs.get("classes") or []] != list(classes):
+        return None
+    return np.asarray(attrs["probs"], dtype=np.float64)
+
+
+def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequence[str | os.PathLike],
+            out_dir: str | os.PathLike, *, device: str = "auto", precision: str = "auto",
+            cache_dir: str | os.PathLike | None = None, on_error: str = "skip", progress: bool = True,
+            allow_feature_mismatch: bool = False, report_path: str | os.PathLike | None = None,
+            shard: ShardSpec = None) -> Any:
+    """Class probabilities and per-patch scores for slides without labels.
+
+    Args:
+        checkpoint: a wsigraph checkpoint.
+        features: a folder of feature files, one file, or a list of files/folders.
+        out_dir: gets ``predictions.csv`` (``slide_id,pred,prob_<class>...``; every slide done now or on an
+            earlier run) and ``scores/<slide_id>.h5``.
+        on_error: ``"skip"`` (failed slides listed in the report) or ``"raise"``.
+        report_path: the report CSV (default ``out_dir/predict_report.csv``).
+        allow_feature_mismatch: predict slides whose features come from another encoder, weights or
+            resolution than the checkpoint's training features (by default such a slide fails, reported).
+        shard: predict only this shard's slides (:mod:`wsigraph.pipeline.shards`; default from
+            ``RANK``/``WORLD_SIZE``): its table is ``predictions.shard-i-of-n.csv`` and its report
+            ``predict_report.shard-i-of-n.csv``, so shards can share one output folder.
+
+    Returns:
+        the :class:`~wsigraph.pipeline.runner.JobReport`; ``results[slide_id]`` holds the probabilities (C,) of
+        the slides predicted in this run.
+    """
+    from wsigraph.data.features import read_coords
+    from wsigraph.data.scores import write_scores
+    from wsigraph.graph import GraphConfig
+    from wsigraph.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    files = _feature_files(features)
+    out = Path(out_dir)
+    scores_dir = out / "scores"
+    dev = resolve_device(device)
+    model = ckpt.build_model(dev)
+    graph = GraphConfig(**ckpt.graph) if ckpt.graph else GraphConfig()
+    classes = ckpt.classes
+
+    trained = trained_features(ckpt)
+
+    def run_one(sid: str, path: Path) -> np.ndarray:
+        d = feature_dim(path)
+        if d != ckpt.in_dim:
+            raise InputError(f"slide {sid!r} ({path}) has feature dimension {d}, but the checkpoint "
+                             f"{ckpt.path} expects {ckpt.in_dim} (in_dim)")
+        check_against_checkpoint(source_of_file(path), trained, where=f"slide {sid!r} ({path})",
+                                 checkpoint=str(ckpt.path), force=allow_feature_mismatch)
+        ds = make_dataset([path], [sid], None, graph, cache_dir)
+        loader = make_loader(ds, num_workers=0)
+        _, _, probs, scores = next(iter_predictions(model, loader, [sid], dev, precision))
+        if scores is not None:
+            bag = read_coords(path)  # the feature reader's coords: CLAM/TRIDENT/STAMP conventions as in training
+            prediction = {"model": ckpt.model_name, "classes": list(classes),
+                          **{k: bag.attrs[k] for k in ("coords_unit", "coords_mpp") if k in bag.attrs},
+                          "probs": np.asarray(probs, dtype=np.float64), "pred": classes[int(np.argmax(probs))]}
+            write_scores(slide_file(scores_dir, sid, ".h5"), scores, bag.coords, patch_size_level0=bag.patch_size_level0,
+                         slide_id=sid, score_name=f"{ckpt.model_name} patch score", attrs=prediction)
+        return probs
+
+    stored: dict[str, np.ndarray] = {}  # probabilities of the slides finished by an earlier run
+
+    def is_done(sid: str, path: Path) -> bool:
+        p = _scores_file_probs(slide_file(scores_dir, sid, ".h5"), classes)
+        if p is not None:
+            stored[sid] = p
+        return p is not None
+
+    report = run_per_slide(list(files.items()), run_one, on_error=on_error, is_done=is_done, desc="predict",
+                           report_path=report_path or out / "predict_report.csv", stage="predict", progress=progress,
+                           shard=shard)
+    if report.done and not any(slide_file(scores_dir, s, ".h5").exists() for s in report.done):
+        log.warning("model %r gives no per-patch scores: no scores/*.h5 written", ckpt.model_name)
+    found = {**stored, **report.results}
+    mine = set(report.done) | set(report.resumed) | set(report.failed)
+    ids = [sid for sid in files if sid in found and (report.shard is None or sid in mine)]
+    probs = np.stack([found[sid] for sid in ids]) if ids else np.zeros((0, len(classes)))
+    path = write_csv(predictions_frame(ids, None, probs, classes), out / f"predictions{shard_suffix(report.shard)}.csv")
+    log.info("predict: %s; predictions in %s", report.summary(), path)
+    return report
+
+
+__all__ = ["predict"]

@@ -1,0 +1,136 @@
+"""Which slides a cohort job runs on: slide folders and manifests, coords files matched to slides.
+
+The one place that turns what a user gives (a folder of slides, one slide file, a CSV manifest with a path
+column, a folder of coords files) into :class:`SlideJob` records; slide files are found by
+:func:`wsigraph.slide.find_slides` (one suffix list: :data:`wsigraph.slide.SLIDE_SUFFIXES`) and every slide
+id is checked by :func:`wsigraph.pipeline.paths.check_slide_id` before it names a file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from wsigraph.errors import InputError, MissingFileError
+from wsigraph.pipeline.paths import check_slide_id
+
+#: manifest columns that hold the slide's path (the first present is used)
+PATH_COLUMNS = ("path", "slide_path", "wsi", "filename", "file")
+
+
+@dataclass
+class SlideJob:
+    """One slide of a cohort job: its id, its slide file and its coords file (None: make them first)."""
+
+    slide_id: str
+    slide_path: Path | None
+    coords_path: Path | None = None
+    mpp: float | None = None
+
+
+def open_slide_with(path: str | os.PathLike, mpp: float | None = None, *, default_mpp: float | None = None) -> Any:
+    """``open_slide(path, mpp=mpp, default_mpp=default_mpp)``; picklable with ``functools.partial``."""
+    from wsigraph.slide import open_slide
+
+    return open_slide(path, mpp=mpp, default_mpp=default_mpp)
+
+
+def read_slide_list(source: str | os.PathLike) -> list[SlideJob]:
+    """Slides of a folder (every whole-slide file in it), one slide file, or a CSV manifest.
+
+    The manifest has a path column (one of ``path``, ``slide_path``, ``wsi``, ``filename``, ``file``;
+    relative paths are taken from the manifest's folder) and optional ``slide_id`` (default: the file
+    stem) and ``mpp`` (level-0 µm/px for that slide, overriding its metadata) columns.
+    """
+    source = Path(source)
+    if source.is_dir():
+        return [SlideJob(slide_id=sid, slide_path=p) for sid, p in list_slide_files(source).items()]
+    if not source.is_file():
+        raise MissingFileError(f"{source}: slides folder or manifest does not exist")
+    if source.suffix.lower() != ".csv":  # one slide file
+        return [SlideJob(slide_id=sid, slide_path=p) for sid, p in list_slide_files(source).items()]
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(source, dtype=str, keep_default_na=False)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{source}: cannot be read as a CSV manifest ({e})") from e
+    col = next((c for c in PATH_COLUMNS if c in table.columns), None)
+    if col is None:
+        raise InputError(f"{source}: the manifest needs a slide path column (one of {list(PATH_COLUMNS)}); "
+                         f"columns present: {list(table.columns)}")
+    jobs: dict[str, SlideJob] = {}
+    for row, rec in enumerate(table.to_dict("records"), start=2):  # row 1 is the header
+        raw = str(rec[col]).strip()
+        if not raw:
+            raise InputError(f"{source}, row {row}: empty {col!r}")
+        p = Path(raw).expanduser()
+        if not p.is_absolute():
+            p = source.parent / p
+        sid = str(rec.get("slide_id", "") or "").strip() or p.stem
+        check_slide_id(sid, f"{source}, row {row}")
+        mpp = None
+        if str(rec.get("mpp", "") or "").strip():
+            try:
+                mpp = float(rec["mpp"])
+            except ValueError:
+                raise InputError(f"{source}, row {row}: mpp {rec['mpp']!r} is not a number") from None
+            if not mpp > 0:
+                raise InputError(f"{source}, row {row}: mpp must be positive, got {mpp}")
+        if sid in jobs:
+            raise InputError(f"{source}, row {row}: slide_id {sid!r} appears twice")
+        jobs[sid] = SlideJob(slide_id=sid, slide_path=p, mpp=mpp)
+    if not jobs:
+        raise InputError(f"{source}: the manifest lists no slides")
+    return list(jobs.values())
+
+
+def slide_id_of_coords(path: Path) -> str:
+    """Slide id of a coords file: its stem, without TRIDENT's ``_patches`` suffix."""
+    stem = path.stem
+    return stem[: -len("_patches")] if stem.endswith("_patches") else stem
+
+
+def list_coords_files(coords: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Coords files from a folder (``*.h5``/``*.hdf5``), or the given files."""
+    items = [coords] if isinstance(coords, (str, os.PathLike)) else list(coords)
+    files: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir()
+                           if q.suffix.lower() in (".h5", ".hdf5") and not q.name.startswith("."))
+            if not found:
+                raise MissingFileError(f"{p}: no coords files (*.h5) in this folder")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise MissingFileError(f"{p}: coords file or folder does not exist")
+    return files
+
+
+def list_slide_files(slides: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, Path]:
+    """Map slide id (file stem) -> slide file for slide files and folders of slides (``wsigraph.slide.find_slides``)."""
+    from wsigraph.slide import find_slides
+
+    items = [slides] if isinstance(slides, (str, os.PathLike)) else list(slides)
+    return dict(find_slides(items))
+
+
+def match_coords_to_slides(coords: str | os.PathLike | Sequence[str | os.PathLike],
+                           slides_dir: str | os.PathLike) -> list[SlideJob]:
+    """One :class:`SlideJob` per coords file, with the slide of the same id (None when absent: reported later)."""
+    slides = list_slide_files(slides_dir)
+    jobs: dict[str, SlideJob] = {}
+    for f in list_coords_files(coords):
+        sid = slide_id_of_coords(f)
+        if sid in jobs:
+            raise InputError(f"{f}: a second coords file for slide {sid!r} (first: {jobs[sid].coords_path})")
+        jobs[sid] = SlideJob(slide_id=sid, slide_path=slides.get(sid), coords_path=f)
+    return list(jobs.values())
+
+
+__all__ = ["PATH_COLUMNS", "SlideJob", "open_slide_with", "read_slide_list", "list_slide_files", "list_coords_files",
+           "slide_id_of_coords", "match_coords_to_slides"]
