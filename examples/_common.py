@@ -432,7 +432,7 @@ def preprocess(slides: dict[str, Path], out: Path, args: argparse.Namespace) -> 
 
 def import_pickles(pickles: Sequence[Path], splits: Sequence[str] | None, classes: Sequence[str], out: Path):
     """``wsigraph import-srmil --trust-pickle``: pickles -> ``out/features/*.h5`` + ``out/manifest.csv``."""
-    from wsigraph.data.srmil_import import import_srmil
+    from wsigraph.pipeline.imports import import_srmil
 
     return import_srmil(list(pickles), out, classes=list(classes), trust_pickle=True, splits=splits,
                         on_error="raise", progress=True)

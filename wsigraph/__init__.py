@@ -22,7 +22,7 @@ for _module, _names in {
     "wsigraph.data.manifest": "Cohort read_manifest",
     "wsigraph.data.splits": "Splits make_splits read_splits_csv",
     "wsigraph.data.synthetic": "SyntheticConfig make_synthetic_cohort",
-    "wsigraph.data.srmil_import": "import_srmil",
+    "wsigraph.pipeline.imports": "import_srmil",
     "wsigraph.data.annotations": "read_annotations patch_labels_from_polygons add_patch_labels",
     "wsigraph.graph": "spatial_graph GraphConfig GraphDataset",
     "wsigraph.nn": "build_model MODELS MILModel MILOutput SRMIL",

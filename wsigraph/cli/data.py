@@ -125,7 +125,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _import_srmil(args: argparse.Namespace) -> int:
-    from wsigraph.data.srmil_import import import_srmil
+    from wsigraph.pipeline.imports import import_srmil
 
     cohort = import_srmil(args.pkl, args.out_dir, classes=args.classes, trust_pickle=args.trust_pickle,
                           patch_size_level0=args.patch_size_level0, splits=args.splits, mpp=args.mpp,

@@ -1,4 +1,5 @@
-"""Feature files, cohort manifests, splits, synthetic cohorts and imports.
+"""wsigraph's file formats (feature and coords files, score files, manifests, splits, label tables,
+annotations, the SRMIL paper's pickles) and the synthetic cohorts.
 
 The feature-file functions are imported eagerly; the rest load on first use (PEP 562), so that
 ``import wsigraph`` does not pay for pandas, scipy and scikit-learn.
@@ -30,7 +31,6 @@ _LAZY = {
     "SyntheticSlide": "wsigraph.data.synthetic",
     "generate_slide": "wsigraph.data.synthetic",
     "make_synthetic_cohort": "wsigraph.data.synthetic",
-    "import_srmil": "wsigraph.data.srmil_import",
     "PatchScores": "wsigraph.data.scores",
     "load_scores": "wsigraph.data.scores",
     "write_scores": "wsigraph.data.scores",

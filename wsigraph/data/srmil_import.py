@@ -1,9 +1,9 @@
-"""Import the SRMIL paper's released feature pickles into our feature files + manifest.
+"""Reading the SRMIL paper's released feature pickles (the import job is :mod:`wsigraph.pipeline.imports`).
 
 The paper's code reads a pickled ``list`` of ``torch_geometric.data.Data``, one per slide, with ``x``
 (N, D) patch features, ``pos`` (N, 2) level-0 pixel coordinates on a global 224-px grid, ``graph_y``
 one-hot (1, C) slide label, ``slide_index`` (the slide's name or number) and optionally ``y`` (N,) patch
-labels. Each item becomes ``<out_dir>/features/<slide_id>.h5``, and ``<out_dir>/manifest.csv`` lists them.
+labels. :func:`load_srmil_pickle` reads such a file and :func:`convert_item` checks and converts one item.
 
 Unpickling runs code chosen by whoever wrote the file, so it needs ``trust_pickle=True``
 (``--trust-pickle``); only use it on files from a source you trust.
@@ -15,12 +15,12 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from wsigraph.errors import ConfigError, InputError, MissingDependencyError, MissingFileError
-from wsigraph.pipeline.paths import check_slide_id, slide_file
+from wsigraph.errors import InputError, MissingDependencyError, MissingFileError
+from wsigraph.pipeline.paths import check_slide_id
 
 log = logging.getLogger("wsigraph")
 
@@ -30,7 +30,7 @@ PICKLE_WARNING = (
     "(e.g. the SRMIL authors' release, checked against its published checksum)")
 
 
-def _field(item: Any, key: str) -> Any:
+def item_field(item: Any, key: str) -> Any:
     """``item.key`` for PyG ``Data`` of any version (old pickles keep fields in ``__dict__``)."""
     try:
         value = getattr(item, key)
@@ -55,7 +55,7 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _slide_name(value: Any, default: str) -> str:
+def slide_name(value: Any, default: str) -> str:
     """``slide_index`` -> slide id: strings kept (basename, no slide extension), numbers formatted."""
     from wsigraph.data.manifest import _strip_slide_suffix
 
@@ -114,9 +114,9 @@ def load_srmil_pickle(pkl_path: str | os.PathLike, trust_pickle: bool = False) -
 
 def convert_item(item: Any, where: str, num_classes: int | None, patch_size_level0: int) -> dict[str, Any]:
     """One ``Data`` -> ``{coords, features, label_index, patch_labels}``; errors are prefixed with ``where``."""
-    x, pos = _field(item, "x"), _field(item, "pos")
+    x, pos = item_field(item, "x"), item_field(item, "pos")
     if x is None or pos is None:
-        present = sorted(k for k in ("x", "pos", "graph_y", "y", "slide_index") if _field(item, k) is not None)
+        present = sorted(k for k in ("x", "pos", "graph_y", "y", "slide_index") if item_field(item, k) is not None)
         raise InputError(f"{where}: missing {'x' if x is None else 'pos'} (fields present: {present})")
     features = _to_numpy(x)
     if features.ndim != 2:
@@ -145,7 +145,7 @@ def convert_item(item: Any, where: str, num_classes: int | None, patch_size_leve
             coords = coords * int(patch_size_level0)
 
     label_index = -1
-    gy = _field(item, "graph_y")
+    gy = item_field(item, "graph_y")
     if gy is not None:
         g = _to_numpy(gy).reshape(-1)
         if g.size == 1:  # a class index rather than one-hot
@@ -160,7 +160,7 @@ def convert_item(item: Any, where: str, num_classes: int | None, patch_size_leve
             label_index = int(np.argmax(g))
 
     patch_labels = None
-    y = _field(item, "y")
+    y = item_field(item, "y")
     if y is not None:  # patch labels (N,) or one-hot (N, K); a graph-level y (1,) is ignored
         yn = _to_numpy(y)
         if yn.ndim == 2 and yn.shape[1] == 1:
@@ -170,127 +170,15 @@ def convert_item(item: Any, where: str, num_classes: int | None, patch_size_leve
     return {"coords": coords, "features": features, "label_index": label_index, "patch_labels": patch_labels}
 
 
-def import_srmil(
-    pkl_path: str | os.PathLike | Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    classes: Sequence[str] | None = None,
-    trust_pickle: bool = False,
-    patch_size_level0: int = 224,
-    on_error: str = "skip",
-    *,
-    splits: Sequence[str] | None = None,
-    mpp: float = 0.5,
-    report_path: str | os.PathLike | None = None,
-    progress: bool = True,
-):
-    """Convert SRMIL feature pickle(s) into ``out_dir/features/*.h5`` + ``out_dir/manifest.csv``.
-
-    Args:
-        pkl_path: one pickle, or several (e.g. the C16 train and test files).
-        classes: class names in ``graph_y`` order; default ``class0..class{C-1}``.
-        trust_pickle: must be True (see :data:`PICKLE_WARNING`).
-        patch_size_level0: the grid step of ``pos`` in level-0 pixels (224 in the paper's files).
-        on_error: ``"raise"`` or ``"skip"`` (bad items are skipped and listed in ``report_path``,
-            default ``out_dir/import_srmil_report.csv``).
-        splits: one split name (``train``/``val``/``test``) per pickle, written to the manifest's
-            ``split`` column.
-    Returns:
-        the imported :class:`~wsigraph.data.manifest.Cohort`; its ``import_report`` attribute is the
-        :class:`~wsigraph.pipeline.runner.JobReport` (what was done, what failed and why).
-    """
-    import pandas as pd
-
-    from wsigraph.data.features import write_features
-    from wsigraph.data.manifest import SPLIT_NAMES, read_manifest
-    from wsigraph.utils.atomic import atomic_path
-    from wsigraph.pipeline.runner import run_per_slide
-
-    paths = [Path(pkl_path)] if isinstance(pkl_path, (str, os.PathLike)) else [Path(p) for p in pkl_path]
-    if not paths:
-        raise ConfigError("import_srmil: no pickle given")
-    if not trust_pickle:
-        raise InputError(f"{paths[0]}: refusing to unpickle: {PICKLE_WARNING}")
-    if splits is not None:
-        splits = [str(s) for s in splits]
-        if len(splits) != len(paths):
-            raise ConfigError(f"import_srmil: {len(splits)} split name(s) for {len(paths)} pickle(s)")
-        bad = [s for s in splits if s not in SPLIT_NAMES]
-        if bad:
-            raise ConfigError(f"import_srmil: split name(s) {bad} not in {list(SPLIT_NAMES)}")
-    out_dir = Path(out_dir)
-    feat_dir = out_dir / "features"
-    num_classes = len(classes) if classes is not None else None
-
-    # (slide_id, (where, item, split)) for every item of every pickle; ids checked unique up front
-    jobs: list[tuple[str, tuple[str, Any, str | None]]] = []
-    first_seen: dict[str, str] = {}
-    for k, path in enumerate(paths):
-        items = load_srmil_pickle(path, trust_pickle=True)
-        for i, item in enumerate(items):
-            where = f"{path}, item {i}"
-            try:
-                default = f"slide_{i:04d}" if len(paths) == 1 else f"{path.stem}_{i:04d}"
-                sid = _slide_name(_field(item, "slide_index"), default)
-            except InputError as e:
-                if on_error == "raise":
-                    raise InputError(f"{where}: {e}") from None
-                sid = f"{path.stem}_item{i}"
-            where = f"{where} (slide {sid})"
-            if sid in first_seen:
-                msg = f"{where}: duplicate slide_index {sid!r} (first at {first_seen[sid]})"
-                if on_error == "raise":
-                    raise InputError(msg)
-                log.warning("skipping: %s", msg)
-                continue
-            first_seen[sid] = where
-            jobs.append((sid, (where, item, splits[k] if splits else None)))
-
-    def convert(sid: str, job: tuple[str, Any, str | None]) -> dict[str, Any]:
-        where, item, split = job
-        c = convert_item(item, where, num_classes, patch_size_level0)
-        attrs = {"patch_size": int(patch_size_level0), "patch_level": 0, "patch_size_level0": int(patch_size_level0),
-                 "mpp": float(mpp), "encoder": "srmil-import", "source": str(where.split(', item')[0])}
-        try:
-            write_features(slide_file(feat_dir, sid, ".h5", where), c["coords"], c["features"], attrs=attrs,
-                           patch_labels=c["patch_labels"])
-        except InputError as e:
-            raise InputError(f"{where}: {e}") from None
-        return {"label_index": c["label_index"], "split": split}
-
-    report = run_per_slide(jobs, convert, on_error=on_error, desc="import-srmil", stage="import-srmil",
-                           report_path=report_path or out_dir / "import_srmil_report.csv", progress=progress)
-    done = [sid for sid, _ in jobs if sid in report.results]
-    if not done:
-        raise InputError(f"{paths[0]}: no item could be imported ({len(report.failed)} failed)")
-    n_cls = num_classes
-    if n_cls is None:
-        n_cls = max([report.results[s]["label_index"] for s in done] + [0]) + 1
-        n_cls = max(n_cls, _num_classes_from_items(jobs))
-    names = list(classes) if classes is not None else [f"class{i}" for i in range(n_cls)]
-    rows = []
-    for sid in done:
-        r = report.results[sid]
-        li = r["label_index"]
-        row = {"slide_id": sid, "label": names[li] if li >= 0 else ""}
-        if splits:
-            row["split"] = r["split"]
-        rows.append(row)
-    manifest = pd.DataFrame(rows)
-    with atomic_path(out_dir / "manifest.csv") as tmp:
-        manifest.to_csv(tmp, index=False)
-    log.info("imported %d slide(s) from %s into %s (%s)", len(done), ", ".join(map(str, paths)), out_dir,
-             report.summary())
-    cohort = read_manifest(out_dir / "manifest.csv", classes=names, feature_dir=feat_dir)
-    cohort.import_report = report  # type: ignore[attr-defined]
-    return cohort
-
-
-def _num_classes_from_items(jobs: list[tuple[str, tuple[str, Any, str | None]]]) -> int:
+def num_classes_of_items(jobs: list[tuple[str, tuple[str, Any, str | None]]]) -> int:
     """Width of the one-hot ``graph_y`` (so class names cover classes absent from the data)."""
     for _, (_, item, _) in jobs:
-        gy = _field(item, "graph_y")
+        gy = item_field(item, "graph_y")
         if gy is not None:
             g = _to_numpy(gy).reshape(-1)
             if g.size > 1:
                 return int(g.size)
     return 0
+
+
+__all__ = ["PICKLE_WARNING", "load_srmil_pickle", "convert_item", "item_field", "slide_name", "num_classes_of_items"]

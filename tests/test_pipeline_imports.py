@@ -12,7 +12,7 @@ from torch_geometric.data import Data
 from wsigraph.cli import main
 from wsigraph.data.features import read_features
 from wsigraph.data.splits import make_splits
-from wsigraph.data.srmil_import import import_srmil
+from wsigraph.pipeline.imports import import_srmil
 from wsigraph.errors import InputError, MissingFileError
 
 
