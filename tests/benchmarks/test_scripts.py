@@ -13,7 +13,7 @@ import pytest
 
 from wsigraph.errors import InputError
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 RESULTS = BENCH_DIR / "RESULTS.md"
 sys.path.insert(0, str(BENCH_DIR))
 import results_md  # noqa: E402

@@ -26,7 +26,7 @@ from wsigraph.data.synthetic_checks import cohort_report, generate_arrays, neigh
 from wsigraph.errors import ConfigError
 
 SMALL = dict(grid=(20, 30), dim=8)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def lattice_image(coords: np.ndarray, values: np.ndarray, step: int) -> np.ndarray:

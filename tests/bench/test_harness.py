@@ -287,7 +287,7 @@ def _write_yaml(raw: dict, path: Path) -> Path:
 def test_compare_script_writes_the_results_section(bench, tmp_path):
     import importlib.util
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location("bench_compare", repo / "benchmarks" / "compare.py")
     compare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compare)
