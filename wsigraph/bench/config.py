@@ -231,7 +231,7 @@ class BenchConfig:
 def check_models(cfg: BenchConfig, source: str = "bench config") -> None:
     """Every model name registered and its params valid (ConfigError naming the model, listing valid names)."""
     from wsigraph.nn import MODELS
-    from wsigraph.train.config import validate_model_params
+    from wsigraph.train.config import check_model_graph, validate_model_params
 
     for i, m in enumerate(cfg.models):
         if m.name not in MODELS:
@@ -239,6 +239,7 @@ def check_models(cfg: BenchConfig, source: str = "bench config") -> None:
                               f"{', '.join(sorted(MODELS))}")
         try:
             m.params = validate_model_params(m.name, m.params, where=f"models[{i}].params")
+            check_model_graph(m.name, cfg.graph, where=f"models[{i}]")
         except ConfigError as e:
             raise ConfigError(f"{source}: models[{i}] (label {m.label!r}): {e}") from e
     labels = [m.label for m in cfg.models]

@@ -435,7 +435,7 @@ def fold_localization(exp: Any, k: int, ks: Sequence[int], slides: Sequence[str]
                 continue
             out = model(batch.to(device))
             pl = labels.view(-1).cpu().numpy()
-            if out.patch_scores is None:
+            if out.patch_scores is None or getattr(batch, "pos", None) is None:  # no scores, or no coordinates
                 row.update({"n_patches": int(pl.size), "n_positive": int((pl > 0).sum())})
                 row.update({c: float("nan") for c in cols})
             else:

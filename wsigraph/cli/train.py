@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     p.add_argument("--fold", type=int, action="append", default=None,
                    help="train only this fold (repeatable; default: all)")
+    p.add_argument("--no-coords", action="store_true",
+                   help="the feature files have no coordinates (plain .pt tensors): the same as graph.mode=none, "
+                        "for a model that needs no graph (abmil, mean, clam_sb, transmil, ...)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a labeled cohort (metrics with 95%% CIs)")
@@ -33,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-feature-mismatch", action="store_true",
                    help="go on when the features come from another encoder, weights or resolution than the "
                         "checkpoint's (refused by default)")
+    p.add_argument("--no-coords", action="store_true",
+                   help="the feature files have no coordinates (plain .pt tensors): read them without, for a "
+                        "model that needs no graph (abmil, mean, clam_sb, transmil, ...)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
 
@@ -45,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-feature-mismatch", action="store_true",
                    help="predict slides whose features come from another encoder, weights or resolution than "
                         "the checkpoint's (by default they fail, listed in the report)")
+    p.add_argument("--no-coords", action="store_true",
+                   help="the feature files have no coordinates (plain .pt tensors): read them without, for a "
+                        "model that needs no graph (abmil, mean, clam_sb, transmil, ...)")
     add_job_args(p, report_default="OUT/predict_report[.shard-I-of-N].csv")
     p.set_defaults(func=_predict)
 
@@ -63,7 +72,7 @@ def _train(args: argparse.Namespace) -> int:
     from wsigraph.train.config import load_experiment_config
     from wsigraph.train.runner import train_experiment
 
-    cfg = load_experiment_config(args.config, args.overrides)
+    cfg = load_experiment_config(args.config, [*args.overrides, *(["graph.mode=none"] if args.no_coords else [])])
     res = train_experiment(cfg, folds=args.fold)
     metrics = res["summary"].get("metrics", {})
     shown = [k for k in metrics if k.split("_", 1)[1] in ("accuracy", "auc")]
@@ -80,7 +89,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     m = evaluate(args.checkpoint, args.manifest, args.features, args.out, split=args.split, device=args.device,
                  n_bootstrap=args.bootstrap, seed=args.seed, num_workers=args.num_workers,
                  cache_dir=args.cache_dir, progress=not args.no_progress,
-                 allow_feature_mismatch=args.allow_feature_mismatch)
+                 allow_feature_mismatch=args.allow_feature_mismatch, no_coords=args.no_coords)
     for k in ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa"):
         ci = m.get(f"{k}_ci95")
         print(f"{k}: {m[k]:.4f}" + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""))
@@ -96,7 +105,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     features = args.features[0] if len(args.features) == 1 else args.features
     report = predict(args.checkpoint, features, args.out, device=args.device, cache_dir=args.cache_dir,
-                     allow_feature_mismatch=args.allow_feature_mismatch, **job_kwargs(args))
+                     allow_feature_mismatch=args.allow_feature_mismatch, no_coords=args.no_coords,
+                     **job_kwargs(args))
     table = Path(args.out) / f"predictions{shard_suffix(report.shard)}.csv"
     print(f"predict: {report.summary()}; predictions in {table}")
     return job_exit_status(report)

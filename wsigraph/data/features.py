@@ -42,14 +42,15 @@ class FeatureBag:
     """One slide's patches.
 
     Attributes:
-        coords: (N, 2) int64, level-0 pixels, top-left (x, y).
+        coords: (N, 2) int64, level-0 pixels, top-left (x, y); None only for a bag read with
+            ``require_coords=False`` that has none (a plain ``.pt`` tensor; set-based models only).
         features: (N, D) float32/float16 embeddings, or None for a coords-only file.
         attrs: file attributes (``patch_size_level0``, ``mpp``, ``encoder``, ...), plain Python values.
         patch_labels: (N,) int, patch-level ground truth, or None.
         path: the file read, if any.
     """
 
-    coords: np.ndarray
+    coords: np.ndarray | None
     features: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     patch_labels: np.ndarray | None = None
@@ -57,7 +58,8 @@ class FeatureBag:
 
     @property
     def num_patches(self) -> int:
-        return int(self.coords.shape[0])
+        rows = self.coords if self.coords is not None else self.features
+        return 0 if rows is None else int(rows.shape[0])
 
     @property
     def dim(self) -> int | None:
@@ -87,6 +89,7 @@ def read_features(
     require_features: bool = True,
     coords_path: str | os.PathLike | None = None,
     validate: bool = True,
+    require_coords: bool = True,
 ) -> FeatureBag:
     """Read one slide's feature file (``.h5``/``.hdf5`` or ``.pt``) into a :class:`FeatureBag`.
 
@@ -96,15 +99,17 @@ def read_features(
         coords_path: for ``.pt`` files, where the coordinates are (default: looked up beside the file,
             see :func:`find_coords_for_pt`).
         validate: run :func:`validate_bag` (lengths, NaN/inf, duplicates, empty slide).
+        require_coords: False accepts a file without coordinates (``bag.coords`` None): a ``.pt`` tensor
+            with no coordinates beside it, an ``.h5`` without ``coords``; for models that need no graph.
     """
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"{path}: feature file does not exist")
     suffix = path.suffix.lower()
     if suffix in H5_SUFFIXES:
-        bag = _read_h5(path)
+        bag = _read_h5(path, require_coords=require_coords)
     elif suffix == ".pt":
-        bag = _read_pt(path, coords_path)
+        bag = _read_pt(path, coords_path, require_coords=require_coords)
     else:
         raise InputError(f"{path}: unknown feature file type {suffix!r} (expected .h5, .hdf5 or .pt)")
     if require_features and bag.features is None:
@@ -133,9 +138,9 @@ def read_coords(path: str | os.PathLike, *, coords_path: str | os.PathLike | Non
     return bag
 
 
-def _read_h5(path: Path, coords_only: bool = False) -> FeatureBag:
+def _read_h5(path: Path, coords_only: bool = False, require_coords: bool = True) -> FeatureBag:
     try:
-        return _read_h5_unchecked(path, coords_only)
+        return _read_h5_unchecked(path, coords_only, require_coords)
     except InputError:
         raise
     except _H5_ERRORS as e:  # h5py raises these for truncated files and corrupt internals
@@ -155,18 +160,19 @@ def _check_external_links(f: h5py.File, path: Path) -> None:
                                  f"be opened ({e}); was the original feature file moved or deleted?") from e
 
 
-def _read_h5_unchecked(path: Path, coords_only: bool) -> FeatureBag:
+def _read_h5_unchecked(path: Path, coords_only: bool, require_coords: bool = True) -> FeatureBag:
     with h5py.File(path, "r") as f:
         _check_external_links(f, path)
         keys = list(f.keys())
-        if "coords" not in f:
-            raise InputError(f"{path}: no 'coords' dataset (datasets present: {keys})")
-        coords_ds = f["coords"]
         attrs = _plain_attrs(f.attrs)
-        coord_attrs = _plain_attrs(coords_ds.attrs)
-        for k, v in coord_attrs.items():
-            attrs.setdefault(k, v)
-        coords = np.asarray(coords_ds[()])
+        coords: np.ndarray | None = None
+        if "coords" in f:
+            coords_ds = f["coords"]
+            for k, v in _plain_attrs(coords_ds.attrs).items():
+                attrs.setdefault(k, v)
+            coords = np.asarray(coords_ds[()])
+        elif require_coords or coords_only:
+            raise InputError(f"{path}: no 'coords' dataset (datasets present: {keys})")
         feat_key = None if coords_only else next((k for k in FEATURE_KEYS if k in f), None)
         features = None
         if feat_key is not None:
@@ -174,12 +180,13 @@ def _read_h5_unchecked(path: Path, coords_only: bool) -> FeatureBag:
             if features.ndim == 3 and features.shape[0] == 1:  # some tools save (1, N, D)
                 features = features[0]
         patch_labels = np.asarray(f["patch_labels"][()]) if "patch_labels" in f and not coords_only else None
-    coords = _normalise_coords(coords, attrs, path)
+    if coords is not None:
+        coords = _normalise_coords(coords, attrs, path)
     _normalise_attrs(attrs)
     return FeatureBag(coords=coords, features=features, attrs=attrs, patch_labels=patch_labels, path=path)
 
 
-def _read_pt(path: Path, coords_path: str | os.PathLike | None) -> FeatureBag:
+def _read_pt(path: Path, coords_path: str | os.PathLike | None, require_coords: bool = True) -> FeatureBag:
     import torch
 
     try:
@@ -199,14 +206,20 @@ def _read_pt(path: Path, coords_path: str | os.PathLike | None) -> FeatureBag:
         raise InputError(f"{path}: expected a tensor of shape (N, D), got {type(tensor).__name__}")
     features = tensor.detach().cpu().float().numpy() if tensor.dtype == torch.bfloat16 else tensor.detach().cpu().numpy()
     attrs: dict[str, Any] = {}
+    coords: np.ndarray | None = None
     if coords_obj is not None:
         coords = np.asarray(coords_obj)
     else:
         found = Path(coords_path) if coords_path is not None else find_coords_for_pt(path)
+        if found is None and not require_coords:
+            _normalise_attrs(attrs)
+            return FeatureBag(coords=None, features=features, attrs=attrs, path=path)
         if found is None:
             raise InputError(
                 f"{path}: a .pt bag has no coordinates; looked for {[str(p) for p in _coords_candidates(path)]}. "
-                "Pass coords_path= (the CLAM patches .h5 or slideflow .index.npz of this slide)")
+                "Pass coords_path= (the CLAM patches .h5 or slideflow .index.npz of this slide), or, for a "
+                "model that needs no graph, read it without coordinates (CLI: --no-coords; config: "
+                "graph.mode: none)")
         if not found.exists():
             raise MissingFileError(f"{found}: coordinates file for {path} does not exist")
         if found.suffix == ".npz":
@@ -318,22 +331,24 @@ def validate_bag(bag: FeatureBag, where: str = "feature bag") -> None:
 
     Checks: at least one patch; ``features`` is (N, D) with N equal to the coordinate rows; no NaN/inf
     features (checked in chunks, so a 200k x 1024 bag costs no extra copy); no duplicate coordinates;
-    ``patch_labels`` length.
+    ``patch_labels`` length. A bag without coordinates (``coords`` None) is checked on its features.
     """
-    n = bag.coords.shape[0]
+    if bag.coords is None and bag.features is None:
+        raise InputError(f"{where}: neither coordinates nor features")
+    n = bag.num_patches
     if n == 0:
         raise InputError(f"{where}: empty slide (0 patches)")
     if bag.features is not None:
         if bag.features.ndim != 2:
             raise InputError(f"{where}: 'features' must have shape (N, D), got {tuple(bag.features.shape)}")
-        if bag.features.shape[0] != n:
+        if bag.coords is not None and bag.features.shape[0] != n:
             raise InputError(f"{where}: 'features' has {bag.features.shape[0]} rows but 'coords' has {n}")
         bad = first_nonfinite_row(bag.features)
         if bad is not None:
             raise InputError(f"{where}: 'features' contain NaN or inf (first at row {bad})")
     if bag.patch_labels is not None and bag.patch_labels.shape[0] != n:
-        raise InputError(f"{where}: 'patch_labels' has {bag.patch_labels.shape[0]} rows but 'coords' has {n}")
-    dup = first_duplicate_coord(bag.coords)
+        raise InputError(f"{where}: 'patch_labels' has {bag.patch_labels.shape[0]} rows but the bag has {n} patches")
+    dup = None if bag.coords is None else first_duplicate_coord(bag.coords)
     if dup is not None:
         i, j = dup
         raise InputError(f"{where}: duplicate coordinates {tuple(int(v) for v in bag.coords[i])} at rows {i} and {j}")

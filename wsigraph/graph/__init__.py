@@ -1,9 +1,9 @@
 """Spatial graphs of patches: ``spatial_graph`` (lattice / k-d tree / torch_cluster backends),
 ``GraphConfig`` and ``GraphDataset`` (PyG dataset with an on-disk graph cache)."""
 from wsigraph.graph.build import choose_backend, spatial_graph
-from wsigraph.graph.params import BACKENDS, MODES, PAPER_RADIUS_FACTOR, GraphConfig, paper_radius
+from wsigraph.graph.params import BACKENDS, MODES, NO_GRAPH, PAPER_RADIUS_FACTOR, GraphConfig, paper_radius
 
-__all__ = ["spatial_graph", "choose_backend", "GraphConfig", "GraphDataset", "MODES", "BACKENDS",
+__all__ = ["spatial_graph", "choose_backend", "GraphConfig", "GraphDataset", "MODES", "NO_GRAPH", "BACKENDS",
            "PAPER_RADIUS_FACTOR", "paper_radius"]
 
 

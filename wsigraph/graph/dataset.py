@@ -73,6 +73,9 @@ def _listing(items: Sequence[Any]) -> str:
 class GraphDataset(Dataset):
     """Slides as PyG graphs, read lazily; graphs cached in ``cache_dir`` (None: built on every access).
 
+    With ``graph.mode == "none"`` the items are bags without a graph: ``x``, ``y``, ``slide_id`` and an empty
+    ``edge_index`` (2, 0); coordinates are not required (plain ``.pt`` tensors) and nothing is cached.
+
     Args:
         feature_paths: one feature file per slide (``.h5``/``.hdf5``/``.pt``, see ``read_features``).
         labels: class index per slide (-1 = unlabeled); None: all unlabeled.
@@ -139,23 +142,30 @@ class GraphDataset(Dataset):
 
     def get(self, idx: int) -> Data:
         path = self.feature_paths[idx]
-        bag = read_features(path)
-        edge_index, pos, edge_attr = self.graph_tensors(idx, bag)
-        x = torch.from_numpy(np.ascontiguousarray(bag.features))
-        if x.dtype != torch.float32:
-            x = x.float()
-        data = Data(x=x, pos=pos, edge_index=edge_index, y=torch.tensor([self.labels[idx]], dtype=torch.long),
-                    slide_id=self.slide_ids[idx])
-        if edge_attr is not None:
-            data.edge_attr = edge_attr
+        y = torch.tensor([self.labels[idx]], dtype=torch.long)
+        if not self.graph_config.uses_coords:
+            bag = read_features(path, require_coords=False)
+            data = Data(x=self._x(bag), edge_index=torch.empty((2, 0), dtype=torch.long), y=y,
+                        slide_id=self.slide_ids[idx], num_nodes=bag.num_patches)
+        else:
+            bag = read_features(path)
+            edge_index, pos, edge_attr = self.graph_tensors(idx, bag)
+            data = Data(x=self._x(bag), pos=pos, edge_index=edge_index, y=y, slide_id=self.slide_ids[idx])
+            if edge_attr is not None:
+                data.edge_attr = edge_attr
         if bag.patch_labels is not None:
             data.patch_labels = torch.from_numpy(np.asarray(bag.patch_labels).astype(np.int64))
         return data
 
+    @staticmethod
+    def _x(bag: FeatureBag) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(bag.features))
+        return x if x.dtype == torch.float32 else x.float()
+
     # ------------------------------------------------------------------ graphs and cache
     def cache_path(self, idx: int) -> Path | None:
-        """Where slide ``idx``'s graph is (or would be) cached, or None without a cache folder."""
-        if self.cache_dir is None:
+        """Where slide ``idx``'s graph is (or would be) cached, or None without a cache folder (or graph)."""
+        if self.cache_dir is None or not self.graph_config.uses_coords:
             return None
         key = graph_cache_key(self.feature_paths[idx], self.graph_config)
         from wsigraph.pipeline.paths import slide_file
@@ -179,6 +189,9 @@ class GraphDataset(Dataset):
     def build_cache(self, idx: int) -> dict[str, int]:
         """Make sure slide ``idx``'s graph is cached; returns its size. The slide's file is read and checked
         as training will read it (feature rows against coordinate rows, NaN/inf, duplicate coordinates)."""
+        if not self.graph_config.uses_coords:
+            raise ConfigError("graph mode 'none': there are no graphs to build (the slides are read without "
+                              "coordinates)")
         bag = read_features(self.feature_paths[idx], require_features=False)
         edge_index, pos, _ = self.graph_tensors(idx, bag)
         return {"num_nodes": int(pos.shape[0]), "num_edges": int(edge_index.shape[1])}

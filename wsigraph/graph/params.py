@@ -15,6 +15,8 @@ from typing import Any
 from wsigraph.errors import ConfigError
 
 MODES = ("paper", "radius", "knn")
+#: ``GraphConfig.mode`` of a cohort read without coordinates: no graph (set-based models only)
+NO_GRAPH = "none"
 BACKENDS = ("auto", "lattice", "kdtree", "torch_cluster")
 PAPER_RADIUS_FACTOR = 1.42
 #: Slack (in patch steps) added to every radius, so ``2 * 1.42 = 2.84`` surely keeps the (2, 2) offsets
@@ -65,7 +67,9 @@ class GraphConfig:
     """How to build each slide's spatial graph (see :func:`wsigraph.graph.spatial_graph`).
 
     Attributes:
-        mode: ``"paper"`` (radius ``window * 1.42`` steps), ``"radius"`` (``radius`` steps) or ``"knn"`` (``k``).
+        mode: ``"paper"`` (radius ``window * 1.42`` steps), ``"radius"`` (``radius`` steps), ``"knn"`` (``k``),
+            or ``"none"``: no graph, and the feature files need no coordinates (plain ``.pt`` tensors), for
+            the models that need no graph (``needs_graph`` False; CLI ``--no-coords``).
         k: neighbours per node in ``knn`` mode.
         radius: radius in patch steps for ``radius`` mode (must be None otherwise).
         window: the paper's window (2 -> 24-neighbourhood).
@@ -86,9 +90,18 @@ class GraphConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    @property
+    def uses_coords(self) -> bool:
+        """False for ``mode="none"``: no graph is built and coordinates are not read."""
+        return self.mode != NO_GRAPH
+
     def validate(self) -> None:
-        check_graph_args(self.mode, self.k, self.radius, self.window, self.self_loops, self.backend,
-                         where="graph config")
+        if self.mode == NO_GRAPH:
+            if self.radius is not None:
+                raise ConfigError("graph config: radius: only used with mode='radius' (mode is 'none')")
+        else:
+            check_graph_args(self.mode, self.k, self.radius, self.window, self.self_loops, self.backend,
+                             where="graph config")
         if not isinstance(self.edge_attr, bool):
             raise ConfigError(f"graph config: edge_attr: must be true or false, got {self.edge_attr!r}")
 

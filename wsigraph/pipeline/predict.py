@@ -26,8 +26,8 @@ from wsigraph.pipeline.paths import slide_file
 from wsigraph.pipeline.runner import run_per_slide
 from wsigraph.pipeline.shards import ShardSpec, shard_suffix
 from wsigraph.pipeline.validate import check_against_checkpoint, source_of_file
-from wsigraph.train.inference import (trained_features, feature_dim, iter_predictions, make_dataset, make_loader,
-                                      predictions_frame, write_csv)
+from wsigraph.train.inference import (checkpoint_graph, feature_dim, iter_predictions, make_dataset, make_loader,
+                                      predictions_frame, trained_features, write_csv)
 from wsigraph.utils.device import resolve_device
 
 log = logging.getLogger("wsigraph")
@@ -78,7 +78,7 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
             out_dir: str | os.PathLike, *, device: str = "auto", precision: str = "auto",
             cache_dir: str | os.PathLike | None = None, on_error: str = "skip", progress: bool = True,
             allow_feature_mismatch: bool = False, report_path: str | os.PathLike | None = None,
-            shard: ShardSpec = None) -> Any:
+            shard: ShardSpec = None, no_coords: bool = False) -> Any:
     """Class probabilities and per-patch scores for slides without labels.
 
     Args:
@@ -88,6 +88,8 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
             earlier run) and ``scores/<slide_id>.h5``.
         on_error: ``"skip"`` (failed slides listed in the report) or ``"raise"``.
         report_path: the report CSV (default ``out_dir/predict_report.csv``).
+        no_coords: read the slides without coordinates (plain ``.pt`` tensors; models that need no graph):
+            score files then hold no ``coords`` (rows follow the bag's rows) and cannot be drawn as heatmaps.
         allow_feature_mismatch: predict slides whose features come from another encoder, weights or
             resolution than the checkpoint's training features (by default such a slide fails, reported).
         shard: predict only this shard's slides (:mod:`wsigraph.pipeline.shards`; default from
@@ -100,7 +102,6 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
     """
     from wsigraph.data.features import read_coords
     from wsigraph.data.scores import write_scores
-    from wsigraph.graph import GraphConfig
     from wsigraph.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
@@ -109,7 +110,7 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
     scores_dir = out / "scores"
     dev = resolve_device(device)
     model = ckpt.build_model(dev)
-    graph = GraphConfig(**ckpt.graph) if ckpt.graph else GraphConfig()
+    graph = checkpoint_graph(ckpt, no_coords)
     classes = ckpt.classes
 
     trained = trained_features(ckpt)
@@ -125,11 +126,14 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
         loader = make_loader(ds, num_workers=0)
         _, _, probs, scores = next(iter_predictions(model, loader, [sid], dev, precision))
         if scores is not None:
-            bag = read_coords(path)  # the feature reader's coords: CLAM/TRIDENT/STAMP conventions as in training
             prediction = {"model": ckpt.model_name, "classes": list(classes),
-                          **{k: bag.attrs[k] for k in ("coords_unit", "coords_mpp") if k in bag.attrs},
                           "probs": np.asarray(probs, dtype=np.float64), "pred": classes[int(np.argmax(probs))]}
-            write_scores(slide_file(scores_dir, sid, ".h5"), scores, bag.coords, patch_size_level0=bag.patch_size_level0,
+            coords, step = None, None
+            if graph.uses_coords:
+                bag = read_coords(path)  # the feature reader's coords: CLAM/TRIDENT/STAMP conventions as in training
+                prediction.update({k: bag.attrs[k] for k in ("coords_unit", "coords_mpp") if k in bag.attrs})
+                coords, step = bag.coords, bag.patch_size_level0
+            write_scores(slide_file(scores_dir, sid, ".h5"), scores, coords, patch_size_level0=step,
                          slide_id=sid, score_name=f"{ckpt.model_name} patch score", attrs=prediction)
         return probs
 

@@ -110,17 +110,19 @@ def source_of_file(path: str | os.PathLike) -> FeatureSource:
         return _source(attrs, dim)
     from wsigraph.data.features import read_features
 
-    return source_of(read_features(path, validate=False))
+    return source_of(read_features(path, validate=False, require_coords=False))
 
 
 def validate_feature_files(paths: Mapping[str, str | os.PathLike], *, where: str = "cohort",
-                           allow_random_features: bool = False, progress: bool = False) -> FeatureSource:
+                           allow_random_features: bool = False, progress: bool = False,
+                           require_coords: bool = True) -> FeatureSource:
     """Read and check every slide's feature file; return the cohort's common :class:`FeatureSource`.
 
     Args:
         paths: slide id -> feature file.
         where: names the cohort in messages (e.g. the manifest).
         allow_random_features: accept features of a randomly initialised encoder (a warning instead).
+        require_coords: False accepts files without coordinates (``graph.mode: none``, set-based models).
 
     Raises:
         InputError: naming the slide and file: an unreadable or inconsistent file, a second feature width,
@@ -138,7 +140,7 @@ def validate_feature_files(paths: Mapping[str, str | os.PathLike], *, where: str
                           dynamic_ncols=True, leave=False):
         path = Path(path)
         try:
-            bag = read_features(path)  # validates shapes, NaN/inf, duplicate coordinates
+            bag = read_features(path, require_coords=require_coords)  # shapes, NaN/inf, duplicate coordinates
         except InputError as e:
             raise InputError(f"{where}: slide {sid!r}: {e}") from None
         src = source_of(bag)

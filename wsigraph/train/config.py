@@ -244,6 +244,18 @@ def resolved_model_params(name: str, params: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def check_model_graph(name: str, graph: GraphConfig, where: str = "model") -> None:
+    """A model that reads the spatial graph (``needs_graph``) cannot run on slides read without
+    coordinates (``graph.mode: none``, CLI ``--no-coords``): a ConfigError naming it and the models that can."""
+    if graph.uses_coords or not getattr(model_class(name), "needs_graph", False):
+        return
+    from wsigraph.nn import MODELS
+
+    setwise = sorted(n for n, cls in MODELS.items() if not getattr(cls, "needs_graph", False))
+    raise ConfigError(f"{where}: model {name!r} needs the spatial graph, but graph.mode is 'none' (slides "
+                      f"without coordinates, --no-coords); models that need no graph: {', '.join(setwise)}")
+
+
 # ----------------------------------------------------------------------------------------------------
 # loading
 # ----------------------------------------------------------------------------------------------------
@@ -260,6 +272,7 @@ def load_experiment_config(src: str | os.PathLike | Mapping[str, Any] | None,
         source = str(src) if isinstance(src, (str, os.PathLike)) else "<dict>"
         try:
             cfg.model.params = validate_model_params(cfg.model.name, cfg.model.params)
+            check_model_graph(cfg.model.name, cfg.graph)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from e
     return cfg
@@ -298,5 +311,6 @@ def default_config(model: str = "srmil", manifest: str = "manifest.csv",
 __all__ = [
     "ExperimentConfig", "DataConfig", "GraphConfig", "ModelConfig", "TrainConfig",
     "load_experiment_config", "default_config", "validate_model_params", "resolved_model_params",
+    "check_model_graph",
     "SELECT_METRICS", "RECIPES",
 ]

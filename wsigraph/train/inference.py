@@ -45,7 +45,7 @@ def feature_dim(path: str | os.PathLike) -> int:
         return int(shape[-1]) if len(shape) >= 2 else 1
     from wsigraph.data.features import read_features
 
-    bag = read_features(path, validate=False)
+    bag = read_features(path, validate=False, require_coords=False)  # the width needs no coordinates
     assert bag.dim is not None
     return bag.dim
 
@@ -70,6 +70,17 @@ def check_feature_dims(paths: Mapping[str, Path], expected: int | None = None, e
     if dim is None:
         raise InputError(f"{where or 'cohort'}: no slides")
     return dim
+
+
+def checkpoint_graph(ckpt: Any, no_coords: bool = False) -> Any:
+    """The graph settings to run a checkpoint with: its training ones, or ``mode="none"`` (slides without
+    coordinates) with ``no_coords``, which only a model that needs no graph accepts (ConfigError otherwise)."""
+    from wsigraph.graph import GraphConfig
+    from wsigraph.train.config import check_model_graph
+
+    graph = GraphConfig(mode="none") if no_coords else (GraphConfig(**ckpt.graph) if ckpt.graph else GraphConfig())
+    check_model_graph(ckpt.model_name, graph, where=f"checkpoint {ckpt.path}")
+    return graph
 
 
 def trained_features(ckpt: Any) -> Any:
@@ -175,7 +186,7 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
              out_dir: str | os.PathLike | None = None, *, split: str | None = None, device: str = "auto",
              precision: str = "auto", n_bootstrap: int = 1000, seed: int = 0, num_workers: int = 0,
              cache_dir: str | os.PathLike | None = None, progress: bool = True,
-             allow_feature_mismatch: bool = False) -> dict:
+             allow_feature_mismatch: bool = False, no_coords: bool = False) -> dict:
     """Score a checkpoint on a labeled cohort.
 
     Args:
@@ -186,6 +197,7 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
         split: only the slides of this ``split`` value (train/val/test) of the manifest.
         allow_feature_mismatch: go on (with a warning) when the features come from another encoder, weights
             or resolution than the checkpoint's training features (refused by default).
+        no_coords: read the slides without coordinates (plain ``.pt`` tensors): models that need no graph.
 
     Every feature file is checked before the first slide (:func:`wsigraph.pipeline.validate.validate_feature_files`).
 
@@ -193,12 +205,12 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
         the metrics dict (with ``<metric>_ci95``), plus ``"checkpoint"``, ``"manifest"``, ``"n_unlabeled"``.
     """
     from wsigraph.data.manifest import read_manifest
-    from wsigraph.graph import GraphConfig
     from wsigraph.train.checkpoint import load_checkpoint
     from wsigraph.train.metrics import metrics_with_ci
     from wsigraph.utils.atomic import atomic_write_json
 
     ckpt = load_checkpoint(checkpoint)
+    graph = checkpoint_graph(ckpt, no_coords)
     cohort = read_manifest(manifest, classes=ckpt.classes, feature_dir=feature_dir)
     if split is not None:
         if split not in ("train", "val", "test"):
@@ -212,12 +224,12 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
     check_feature_dims(paths, expected=ckpt.in_dim, expected_from=f"the checkpoint {ckpt.path} (in_dim)",
                        where=str(manifest))
     trained = trained_features(ckpt)
-    src = validate_feature_files(paths, where=str(manifest), allow_random_features=trained.random_init)
+    src = validate_feature_files(paths, where=str(manifest), allow_random_features=trained.random_init,
+                                 require_coords=graph.uses_coords)
     check_against_checkpoint(src, trained, where=str(manifest), checkpoint=str(ckpt.path),
                              force=allow_feature_mismatch)
     dev = resolve_device(device)
     model = ckpt.build_model(dev)
-    graph = GraphConfig(**ckpt.graph) if ckpt.graph else GraphConfig()
     ds = make_dataset(cohort.feature_paths, cohort.slide_ids, cohort.label_indices, graph, cache_dir)
     loader = make_loader(ds, num_workers=num_workers)
     ids, ys, probs = [], [], []
@@ -241,5 +253,5 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
     return metrics
 
 
-__all__ = ["evaluate", "iter_predictions", "trained_features", "check_feature_dims", "feature_dim",
+__all__ = ["evaluate", "iter_predictions", "trained_features", "checkpoint_graph", "check_feature_dims", "feature_dim",
            "predictions_frame"]

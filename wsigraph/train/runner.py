@@ -33,7 +33,7 @@ import numpy as np
 from wsigraph.config import dump_config, save_config
 from wsigraph.errors import ConfigError, InputError
 from wsigraph.pipeline.validate import validate_feature_files
-from wsigraph.train.config import ExperimentConfig, resolved_model_params
+from wsigraph.train.config import ExperimentConfig, check_model_graph, resolved_model_params
 from wsigraph.train.inference import evaluate, iter_predictions, make_dataset, make_loader, predictions_frame, write_csv
 
 log = logging.getLogger("wsigraph")
@@ -270,9 +270,10 @@ def train_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Any] = (), fo
         raise ConfigError(f"fold {bad[0]} does not exist; the splits have folds 0..{len(splits.folds) - 1}")
     used = sorted({s for f in splits.folds for p in SPLITS for s in f.get(p, [])})
     paths = dict(zip(cohort.slide_ids, cohort.feature_paths))
+    check_model_graph(cfg.model.name, cfg.graph, where=source)
     features = validate_feature_files({s: paths[s] for s in used}, where=source,
                                       allow_random_features=cfg.data.allow_random_features,
-                                      progress=cfg.train.progress_bar and main)
+                                      progress=cfg.train.progress_bar and main, require_coords=cfg.graph.uses_coords)
     in_dim = int(features.dim)
     if main:
         out.mkdir(parents=True, exist_ok=True)
