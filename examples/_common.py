@@ -22,7 +22,6 @@ A script declares itself as an :class:`Example` (its folder name and accepted la
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import sys
 import zipfile
@@ -30,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from wsigraph.pipeline.slides import SIDE_FOLDERS, FeatureFolder, classify_feature_folder, walk_folders
+from wsigraph.pipeline.slides import find_feature_folders as find_folders
 from wsigraph.slide import SLIDE_SUFFIXES
 
 EXIT_MISSING = 2
@@ -39,8 +40,6 @@ WSI_SUFFIXES = tuple(s for s in SLIDE_SUFFIXES if s not in (".png", ".jpg", ".jp
 STARTS = ("features", "slides", "srmil-pickle")
 #: The order in which starting points are looked for when --from is not given.
 START_ORDER = ("features", "srmil-pickle", "slides")
-_TRIDENT_DIR = re.compile(r"^\d+(\.\d+)?x_\d+px_\d+px_overlap$")
-_SKIP_DIRS = {".git", "__pycache__", "masks", "thumbnails", "contours", "contours_geojson", "visualization"}
 
 #: ``--quick``: a smoke run of the whole chain in a few minutes (not results to report).
 QUICK_TRAIN = {"epochs": 2, "bootstrap": 0, "progress_bar": False}
@@ -235,18 +234,6 @@ def paths(args: argparse.Namespace) -> tuple[Path, Path]:
 # ----------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class FeatureFolder:
-    """A folder of per-slide feature files (``kind``: clam, trident or wsigraph)."""
-
-    kind: str
-    path: Path
-    files: dict[str, Path]
-
-    def describe(self) -> str:
-        return f"{self.kind} feature folder {self.path} ({len(self.files)} slides)"
-
-
 _EXCLUDED: set[Path] = set()
 
 
@@ -256,18 +243,7 @@ def exclude_from_search(path: str | Path) -> None:
 
 
 def _walk_dirs(root: Path, max_depth: int) -> Iterable[Path]:
-    """Sub-folders of ``root`` (root included), breadth first, at most ``max_depth`` levels down."""
-    level = [root]
-    for _ in range(max_depth + 1):
-        nxt: list[Path] = []
-        for d in level:
-            yield d
-            try:
-                nxt += sorted(c for c in d.iterdir() if c.is_dir() and c.name not in _SKIP_DIRS
-                              and not c.name.startswith(".") and c.resolve() not in _EXCLUDED)
-            except OSError:
-                continue
-        level = nxt
+    return walk_folders(root, max_depth, exclude=_EXCLUDED)
 
 
 def _feature_files(folder: Path) -> dict[str, Path]:
@@ -276,29 +252,9 @@ def _feature_files(folder: Path) -> dict[str, Path]:
     return list_feature_files(folder)
 
 
-def classify_feature_folder(folder: Path) -> str:
-    """``clam`` (``h5_files``/``pt_files``), ``trident`` (``<mag>x_<ps>px_<ov>px_overlap/features_<enc>``) or
-    ``wsigraph``."""
-    if folder.name in ("h5_files", "pt_files"):
-        return "clam"
-    if folder.name.startswith("features_") and _TRIDENT_DIR.match(folder.parent.name):
-        return "trident"
-    return "wsigraph"
-
-
 def find_feature_folders(root: Path, max_depth: int = 4) -> list[FeatureFolder]:
-    """Every feature folder under ``root``: CLAM ``h5_files/`` (``pt_files/`` when there is no ``h5_files/``),
-    TRIDENT ``*x_*px_*px_overlap/features_*/``, and ours (``features/``, ``features_*/`` of ``wsigraph preprocess``)."""
-    found: list[FeatureFolder] = []
-    for d in _walk_dirs(root, max_depth):
-        name = d.name
-        if not (name in ("h5_files", "features") or name.startswith("features_")
-                or (name == "pt_files" and not (d.parent / "h5_files").is_dir())):
-            continue
-        files = _feature_files(d)
-        if files:
-            found.append(FeatureFolder(classify_feature_folder(d), d, files))
-    return found
+    """Every CLAM / TRIDENT / wsigraph feature folder under ``root`` (:func:`wsigraph.pipeline.slides.find_feature_folders`)."""
+    return find_folders(root, max_depth, exclude=_EXCLUDED)
 
 
 def explicit_feature_folder(path: str | Path) -> FeatureFolder:
@@ -317,7 +273,7 @@ def find_slides(root: Path, max_depth: int = 4) -> dict[str, Path]:
     if not root.is_dir():
         return {}
     try:
-        return dict(find([root], depth=max_depth, suffixes=WSI_SUFFIXES, skip_dirs=_SKIP_DIRS, exclude=_EXCLUDED,
+        return dict(find([root], depth=max_depth, suffixes=WSI_SUFFIXES, skip_dirs=SIDE_FOLDERS, exclude=_EXCLUDED,
                          allow_empty=True))
     except InputError as e:  # two slides with one id
         raise ExampleError(str(e)) from e

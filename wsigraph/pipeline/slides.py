@@ -8,15 +8,19 @@ id is checked by :func:`wsigraph.pipeline.paths.check_slide_id` before it names 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from wsigraph.errors import InputError, MissingFileError
 from wsigraph.pipeline.paths import check_slide_id
+from wsigraph.utils.folders import SIDE_FOLDERS, walk_folders
 
 #: manifest columns that hold the slide's path (the first present is used)
 PATH_COLUMNS = ("path", "slide_path", "wsi", "filename", "file")
+#: TRIDENT's job folder ``<mag>x_<patch>px_<overlap>px_overlap``
+_TRIDENT_DIR = re.compile(r"^\d+(\.\d+)?x_\d+px_\d+px_overlap$")
 
 
 @dataclass
@@ -132,5 +136,51 @@ def match_coords_to_slides(coords: str | os.PathLike | Sequence[str | os.PathLik
     return list(jobs.values())
 
 
-__all__ = ["PATH_COLUMNS", "SlideJob", "open_slide_with", "read_slide_list", "list_slide_files", "list_coords_files",
+# ---------------------------------------------------------------------------------------- feature folders
+
+
+@dataclass
+class FeatureFolder:
+    """A folder of per-slide feature files: ``kind`` ``clam``, ``trident`` or ``wsigraph``; ``files`` maps
+    slide id -> file (:func:`wsigraph.data.features.list_feature_files`)."""
+
+    kind: str
+    path: Path
+    files: dict[str, Path]
+
+    def describe(self) -> str:
+        return f"{self.kind} feature folder {self.path} ({len(self.files)} slides)"
+
+
+def classify_feature_folder(folder: str | os.PathLike) -> str:
+    """``clam`` (``h5_files``/``pt_files``), ``trident`` (``<mag>x_<ps>px_<ov>px_overlap/features_<enc>``) or
+    ``wsigraph`` (anything else, e.g. ``features/`` or ``features_<encoder>/`` of ``wsigraph preprocess``)."""
+    folder = Path(folder)
+    if folder.name in ("h5_files", "pt_files"):
+        return "clam"
+    if folder.name.startswith("features_") and _TRIDENT_DIR.match(folder.parent.name):
+        return "trident"
+    return "wsigraph"
+
+
+def find_feature_folders(root: str | os.PathLike, depth: int = 4, *,
+                         exclude: Iterable[str | os.PathLike] = ()) -> list[FeatureFolder]:
+    """Every feature folder under ``root`` (down to ``depth`` levels): CLAM ``h5_files/`` (``pt_files/``
+    when there is no ``h5_files/`` beside it), TRIDENT ``*x_*px_*px_overlap/features_*/``, and ours
+    (``features/``, ``features_*/``); folders without feature files are left out."""
+    from wsigraph.data.features import list_feature_files
+
+    found: list[FeatureFolder] = []
+    for d in walk_folders(root, depth, exclude=exclude):
+        name = d.name
+        if not (name in ("h5_files", "features") or name.startswith("features_")
+                or (name == "pt_files" and not (d.parent / "h5_files").is_dir())):
+            continue
+        files = list_feature_files(d)
+        if files:
+            found.append(FeatureFolder(classify_feature_folder(d), d, files))
+    return found
+
+
+__all__ = ["PATH_COLUMNS", "SIDE_FOLDERS", "FeatureFolder", "classify_feature_folder", "find_feature_folders", "SlideJob", "open_slide_with", "read_slide_list", "list_slide_files", "list_coords_files",
            "slide_id_of_coords", "match_coords_to_slides"]

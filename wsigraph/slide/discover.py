@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 from wsigraph.errors import InputError, MissingFileError
 from wsigraph.slide.reader import SLIDE_SUFFIXES, _import_openslide, _to_float
+from wsigraph.utils.folders import walk_folders
 
 
 def find_slides(inputs: Sequence[str | os.PathLike], *, depth: int = 0, suffixes: Sequence[str] = SLIDE_SUFFIXES,
@@ -35,7 +36,7 @@ def find_slides(inputs: Sequence[str | os.PathLike], *, depth: int = 0, suffixes
         if not p.is_dir():
             found.append(p)
             continue
-        for d in _folders(p, depth, skip, excluded):
+        for d in walk_folders(p, depth, skip=skip, exclude=excluded):
             try:
                 files = sorted(f for f in d.iterdir()
                                if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in wanted)
@@ -51,21 +52,6 @@ def find_slides(inputs: Sequence[str | os.PathLike], *, depth: int = 0, suffixes
                              "without extension) must be unique")
         by_id[p.stem] = p
     return sorted(by_id.items())
-
-
-def _folders(root: Path, depth: int, skip: set[str], excluded: set[Path]) -> Iterator[Path]:
-    """``root`` and its sub-folders, breadth first, at most ``depth`` levels down (see :func:`find_slides`)."""
-    level = [root]
-    for _ in range(max(0, int(depth)) + 1):
-        nxt: list[Path] = []
-        for d in level:
-            yield d
-            try:
-                nxt += sorted(c for c in d.iterdir() if c.is_dir() and c.name not in skip
-                              and not c.name.startswith(".") and c.resolve() not in excluded)
-            except OSError:
-                continue
-        level = nxt
 
 
 def _dedupe_dicom(files: list[Path]) -> list[Path]:
