@@ -48,8 +48,9 @@ def build_graph_cache(
                            is_done=lambda sid, i: dataset.is_cached(i, validate=True), desc="graphs",
                            stage="build-graphs", progress=progress, shard=shard)
     if failed_before:
-        mine = dict(failed_before) if report.shard is None else {
-            sid: err for sid, err in failed_before.items() if sid in select_shard(list(failed_before), report.shard)}
+        # each shard reports its share of the slides that never reached the runner (every one exactly once)
+        ours = set(failed_before) if report.shard is None else set(select_shard(list(failed_before), report.shard))
+        mine = {sid: err for sid, err in failed_before.items() if sid in ours}
         report.failed = {**mine, **report.failed}
     if report_path is not None:
         rp = Path(report_path)
