@@ -109,7 +109,7 @@ def test_min_fraction_all_classes_and_default_report(tmp_path, cohort):
 def test_link_writes_small_files_that_read_like_copies(tmp_path, cohort):
     import h5py
 
-    from wsigraph.data.annotations import label_feature_folder
+    from wsigraph.pipeline.patch_labels import label_feature_folder
     from wsigraph.errors import InputError
 
     feat, ann = cohort
