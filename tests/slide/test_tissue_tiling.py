@@ -166,6 +166,29 @@ def test_write_coords_roundtrip(slides, masks, tmp_path):
     assert bag.attrs["level0_magnification"] == 20.0
 
 
+def test_coords_carry_clams_level_attributes(slides, masks, tmp_path):
+    """CLAM reads ``patch_size`` px at ``patch_level``; ``read_size`` says what that must be to cover a patch."""
+    import h5py
+
+    for name, read_size in ((TCGA, 224), (DAPI, 246)):  # TCGA: level 1 is 0.5 um/px; DAPI: 0.456 um/px
+        coords, attrs = tile_slide(slides[name], masks[name])
+        level = attrs["patch_level"]
+        assert attrs["level_dim"] == list(slides[name].level_dimensions[level])
+        w0, h0 = slides[name].dimensions
+        assert attrs["downsample"] == pytest.approx([w0 / attrs["level_dim"][0], h0 / attrs["level_dim"][1]])
+        assert attrs["read_size"] == read_size
+        path = write_coords(tmp_path / f"{name}.h5", coords, attrs)
+        with h5py.File(path, "r") as f:  # CLAM and TRIDENT read the attributes on the coords dataset
+            assert list(f["coords"].attrs["downsample"]) == pytest.approx(attrs["downsample"])
+            assert f["coords"].attrs["read_size"] == read_size
+        # CLAM's own reading of the footprint (read size x level downsample) gives the lattice step
+        clam = tmp_path / f"{name}_clam.h5"
+        with h5py.File(clam, "w") as f:
+            ds = f.create_dataset("coords", data=coords.astype(np.int32))
+            ds.attrs.update({"patch_size": read_size, "patch_level": level, "downsample": attrs["downsample"]})
+        assert abs(read_features(clam, require_features=False).patch_size_level0 - attrs["patch_size_level0"]) <= 1
+
+
 # ------------------------------------------------------------------------------------------------ made-up images
 
 

@@ -5,7 +5,10 @@ Our layout (one HDF5 file per slide, ``<slide_id>.h5``)::
     features      (N, D) float32 or float16   patch embeddings (absent in coords-only files)
     coords        (N, 2) int64                (x, y) top-left of each patch, level-0 pixels
     patch_labels  (N,)   int8, optional       patch-level ground truth where known (synthetic cohorts)
-    attrs (file root, mirrored on ``coords``): patch_size, patch_level, patch_size_level0, mpp, encoder, ...
+    attrs (file root, mirrored on ``coords``): patch_size, patch_level, patch_size_level0, mpp, encoder, ...;
+          files tiled by wsigraph add TRIDENT's level0/target_magnification and CLAM's downsample,
+          level_dim, downsampled_level_dim (of patch_level) and read_size (CLAM's patch_size: pixels read
+          at patch_level; equal to patch_size where a pyramid level sits at the target mpp)
 
 Readers accept the other tools' files as they are:
 

@@ -144,6 +144,7 @@ def tile_slide(
     level, _ = slide.best_level_for_mpp(target_mpp)
     power = slide.objective_power
     W, H = slide.dimensions
+    level_w, level_h = slide.level_dimensions[level]
     attrs: dict[str, Any] = {
         "patch_size": patch_size,
         "patch_level": int(level),
@@ -164,6 +165,13 @@ def tile_slide(
         "name": slide.name,
         "slide_path": str(slide.path),
         "grid": "global",
+        # CLAM's names for the level read from: its per-axis downsample and size (level 0 / level size)
+        "downsample": [float(W) / level_w, float(H) / level_h],
+        "level_dim": [int(level_w), int(level_h)],
+        "downsampled_level_dim": [int(level_w), int(level_h)],
+        # side in pixels read at patch_level before resizing to patch_size: CLAM's patch_size. Readers that
+        # read `patch_size` px at `patch_level` (CLAM) cover the patch exactly when the two are equal
+        "read_size": int(round(step / slide.level_downsamples[level])),
     }
     if return_fraction:
         return coords, attrs, frac[jj, ii]
