@@ -6,7 +6,8 @@ Writes ``predictions.csv`` (``slide_id,pred,prob_<class>...``) and, for models w
     coords  (N, 2) int64    level-0 pixels, top-left (as in the feature file)
     scores  (N,)   float32  the model's per-patch score (attention, instance logit, ...)
     attrs   patch_size_level0, slide_id, score_name ("<model> patch score"), and the slide's prediction:
-            model, classes, probs (C,), pred
+            model, classes, probs (C,), pred; slide_file (the slide image's name, where the feature file
+            records it), level0_width/height
 
 ``wsigraph heatmap`` draws it. A rerun skips slides whose scores file holds a prediction for the same
 classes (resume); ``on_error="skip"`` goes on past bad slides and lists them in ``predict_report.csv``.
@@ -131,7 +132,11 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
             coords, step = None, None
             if graph.uses_coords:
                 bag = read_coords(path)  # the feature reader's coords: CLAM/TRIDENT/STAMP conventions as in training
-                prediction.update({k: bag.attrs[k] for k in ("coords_unit", "coords_mpp") if k in bag.attrs})
+                prediction.update({k: bag.attrs[k] for k in ("coords_unit", "coords_mpp", "level0_width",
+                                                             "level0_height") if k in bag.attrs})
+                slide_name = bag.attrs.get("slide_file") or bag.attrs.get("slide_path")
+                if isinstance(slide_name, str) and slide_name.strip():  # heatmap --slides finds the image by it
+                    prediction["slide_file"] = Path(slide_name.replace("\\", "/")).name
                 coords, step = bag.coords, bag.patch_size_level0
             write_scores(slide_file(scores_dir, sid, ".h5"), scores, coords, patch_size_level0=step,
                          slide_id=sid, score_name=f"{ckpt.model_name} patch score", attrs=prediction)
