@@ -159,3 +159,34 @@ def test_two_pickles_with_splits_and_cli(tmp_path, capsys):
     fold = make_splits(cohort, val_frac=0.2)[0]
     assert sorted(fold["test"]) == [f"te{i}" for i in range(4)]
     assert fold["val"] and not set(fold["val"]) & set(fold["train"])
+
+
+def test_rerun_resumes_refuses_other_parameters_and_shards(tmp_path):
+    from wsigraph.pipeline.runner import StaleOutputError
+
+    items = [make_item(f"s{i}", 10, i % 2, seed=i) for i in range(5)]
+    pkl = dump(tmp_path / "C16.pkl", items)
+    out = tmp_path / "out"
+    # two shards first: each converts its share and writes its own manifest
+    for i in range(2):
+        part = import_srmil(pkl, out, classes=["normal", "tumor"], trust_pickle=True, progress=False,
+                            shard=f"{i}/2")
+        assert part.slide_ids == [f"s{k}" for k in range(i, 5, 2)]
+        assert (out / f"manifest.shard-{i}-of-2.csv").exists()
+    assert not (out / "manifest.csv").exists()
+    mtime = (out / "features" / "s3.h5").stat().st_mtime_ns
+    whole = import_srmil(pkl, out, classes=["normal", "tumor"], trust_pickle=True, progress=False, shard=False)
+    assert sorted(whole.import_report.resumed) == [f"s{i}" for i in range(5)] and not whole.import_report.done
+    assert (out / "features" / "s3.h5").stat().st_mtime_ns == mtime  # not converted again
+    table = pd.read_csv(out / "manifest.csv")
+    assert list(table["label"]) == ["normal", "tumor", "normal", "tumor", "normal"]  # labels read back
+    with pytest.raises(StaleOutputError, match=r"patch_size_level0: 224 -> 448"):
+        import_srmil(pkl, out, classes=["normal", "tumor"], trust_pickle=True, progress=False,
+                     patch_size_level0=448, shard=False)
+    items[2] = make_item("s2", 12, 0, seed=99)  # the pickle changed: its items are inputs that differ
+    dump(pkl, items)
+    with pytest.raises(StaleOutputError, match=r"inputs\.pickle"):
+        import_srmil(pkl, out, classes=["normal", "tumor"], trust_pickle=True, progress=False, shard=False)
+    redone = import_srmil(pkl, out, classes=["normal", "tumor"], trust_pickle=True, progress=False, shard=False,
+                          overwrite=True)
+    assert len(redone.import_report.done) == 5 and read_features(out / "features" / "s2.h5").num_patches == 12

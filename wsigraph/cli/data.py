@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one split per pickle, written to the manifest's split column")
     p.add_argument("--patch-size-level0", type=int, default=224, help="grid step of pos (default: %(default)s)")
     p.add_argument("--mpp", type=float, default=0.5, help="um/px of the patches (default: %(default)s)")
-    add_job_args(p, report_default="OUT_DIR/import_srmil_report.csv", items="items", shard=False)
+    add_job_args(p, report_default="OUT_DIR/import_srmil_report.csv", items="items", overwrite=True)
     p.set_defaults(func=_import_srmil)
 
     p = sub.add_parser("split", help="make train/val/test splits of a cohort manifest and write them to CSV",

@@ -170,9 +170,10 @@ def convert_item(item: Any, where: str, num_classes: int | None, patch_size_leve
     return {"coords": coords, "features": features, "label_index": label_index, "patch_labels": patch_labels}
 
 
-def num_classes_of_items(jobs: list[tuple[str, tuple[str, Any, str | None]]]) -> int:
-    """Width of the one-hot ``graph_y`` (so class names cover classes absent from the data)."""
-    for _, (_, item, _) in jobs:
+def num_classes_of_items(jobs: list[tuple[str, tuple[Any, ...]]]) -> int:
+    """Width of the one-hot ``graph_y`` (so class names cover classes absent from the data); ``jobs``:
+    ``(slide_id, (where, item, ...))`` pairs."""
+    for _, (_, item, *_) in jobs:
         gy = item_field(item, "graph_y")
         if gy is not None:
             g = _to_numpy(gy).reshape(-1)

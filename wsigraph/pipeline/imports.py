@@ -3,8 +3,16 @@ files ``<out_dir>/features/<slide_id>.h5`` + ``<out_dir>/manifest.csv``, one ite
 :func:`wsigraph.pipeline.runner.run_per_slide` (bad items skipped and reported).
 
 Unpickling runs code chosen by whoever wrote the file, so it needs ``trust_pickle=True``
-(``--trust-pickle``); only use it on files from a source you trust. Not shardable: each pickle is read
-whole, and converting its items costs far less than reading it.
+(``--trust-pickle``); only use it on files from a source you trust.
+
+Resume: each feature file records the pickle (size and digest of its ends), the item's index and the
+conversion parameters; a rerun skips items converted the same way and refuses (naming the parameter) when
+the folder holds items converted otherwise, unless ``overwrite``. The manifest always lists every item
+imported so far, resumed ones included (their label is read back from the file).
+
+Shards: ``shard="i/n"`` converts items ``i::n`` (by slide id) and writes ``manifest.shard-i-of-n.csv`` with
+those only; each shard still reads the pickles whole. After the shards, one run without a shard finds
+every item done and writes the whole ``manifest.csv``.
 """
 from __future__ import annotations
 
@@ -17,7 +25,10 @@ from wsigraph.data.srmil_import import (PICKLE_WARNING, convert_item, item_field
                                         num_classes_of_items, slide_name)
 from wsigraph.errors import ConfigError, InputError
 from wsigraph.pipeline.paths import slide_file
-from wsigraph.pipeline.runner import run_per_slide
+from wsigraph.pipeline.provenance import (PROVENANCE_ATTR, Provenance, provenance_differences, quick_fingerprint,
+                                          read_h5_provenance)
+from wsigraph.pipeline.runner import Status, run_per_slide
+from wsigraph.pipeline.shards import ShardSpec, shard_suffix
 
 log = logging.getLogger("wsigraph")
 
@@ -34,6 +45,8 @@ def import_srmil(
     mpp: float = 0.5,
     report_path: str | os.PathLike | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    shard: ShardSpec = None,
 ):
     """Convert SRMIL feature pickle(s) into ``out_dir/features/*.h5`` + ``out_dir/manifest.csv``.
 
@@ -46,6 +59,8 @@ def import_srmil(
             default ``out_dir/import_srmil_report.csv``).
         splits: one split name (``train``/``val``/``test``) per pickle, written to the manifest's
             ``split`` column.
+        overwrite, shard, progress: as in :func:`wsigraph.pipeline.runner.run_per_slide` (see the module
+            docstring for resume and shards).
     Returns:
         the imported :class:`~wsigraph.data.manifest.Cohort`; its ``import_report`` attribute is the
         :class:`~wsigraph.pipeline.runner.JobReport` (what was done, what failed and why).
@@ -72,11 +87,14 @@ def import_srmil(
     feat_dir = out_dir / "features"
     num_classes = len(classes) if classes is not None else None
 
-    # (slide_id, (where, item, split)) for every item of every pickle; ids checked unique up front
-    jobs: list[tuple[str, tuple[str, Any, str | None]]] = []
+    params = {"patch_size_level0": int(patch_size_level0), "mpp": float(mpp), "num_classes": num_classes}
+
+    # (slide_id, (where, item, split, provenance)) for every item of every pickle; ids checked unique up front
+    jobs: list[tuple[str, tuple[str, Any, str | None, Provenance]]] = []
     first_seen: dict[str, str] = {}
     for k, path in enumerate(paths):
         items = load_srmil_pickle(path, trust_pickle=True)
+        fingerprint = {"file": path.name, **quick_fingerprint(path)}
         for i, item in enumerate(items):
             where = f"{path}, item {i}"
             try:
@@ -94,13 +112,23 @@ def import_srmil(
                 log.warning("skipping: %s", msg)
                 continue
             first_seen[sid] = where
-            jobs.append((sid, (where, item, splits[k] if splits else None)))
+            prov = Provenance("import-srmil", params, {"pickle": fingerprint, "item": i})
+            jobs.append((sid, (where, item, splits[k] if splits else None, prov)))
 
-    def convert(sid: str, job: tuple[str, Any, str | None]) -> dict[str, Any]:
-        where, item, split = job
+    def status(sid: str, job: tuple[str, Any, str | None, Provenance]) -> Status:
+        from wsigraph.data.features import is_complete_feature_file
+
+        path = feat_dir / f"{sid}.h5"
+        if not is_complete_feature_file(path):
+            return "missing"
+        return provenance_differences(read_h5_provenance(path), job[3]) or "done"
+
+    def convert(sid: str, job: tuple[str, Any, str | None, Provenance]) -> dict[str, Any]:
+        where, item, split, prov = job
         c = convert_item(item, where, num_classes, patch_size_level0)
         attrs = {"patch_size": int(patch_size_level0), "patch_level": 0, "patch_size_level0": int(patch_size_level0),
-                 "mpp": float(mpp), "encoder": "srmil-import", "source": str(where.split(', item')[0])}
+                 "mpp": float(mpp), "encoder": "srmil-import", "source": str(where.split(', item')[0]),
+                 "srmil_label_index": int(c["label_index"]), PROVENANCE_ATTR: prov.to_json()}
         try:
             write_features(slide_file(feat_dir, sid, ".h5", where), c["coords"], c["features"], attrs=attrs,
                            patch_labels=c["patch_labels"])
@@ -108,8 +136,13 @@ def import_srmil(
             raise InputError(f"{where}: {e}") from None
         return {"label_index": c["label_index"], "split": split}
 
-    report = run_per_slide(jobs, convert, on_error=on_error, desc="import-srmil", stage="import-srmil",
-                           report_path=report_path or out_dir / "import_srmil_report.csv", progress=progress)
+    report = run_per_slide(jobs, convert, status=status, overwrite=overwrite, on_error=on_error,
+                           desc="import-srmil", stage="import-srmil",
+                           report_path=report_path or out_dir / "import_srmil_report.csv", progress=progress,
+                           shard=shard)
+    split_of = {sid: job[2] for sid, job in jobs}
+    for sid in report.resumed:  # converted by an earlier run: the label is read back from the file
+        report.results[sid] = {"label_index": _recorded_label(feat_dir / f"{sid}.h5"), "split": split_of[sid]}
     done = [sid for sid, _ in jobs if sid in report.results]
     if not done:
         raise InputError(f"{paths[0]}: no item could be imported ({len(report.failed)} failed)")
@@ -127,13 +160,24 @@ def import_srmil(
             row["split"] = r["split"]
         rows.append(row)
     manifest = pd.DataFrame(rows)
-    with atomic_path(out_dir / "manifest.csv") as tmp:
+    manifest_path = out_dir / f"manifest{shard_suffix(report.shard)}.csv"
+    with atomic_path(manifest_path) as tmp:
         manifest.to_csv(tmp, index=False)
     log.info("imported %d slide(s) from %s into %s (%s)", len(done), ", ".join(map(str, paths)), out_dir,
              report.summary())
-    cohort = read_manifest(out_dir / "manifest.csv", classes=names, feature_dir=feat_dir)
+    cohort = read_manifest(manifest_path, classes=names, feature_dir=feat_dir)
     cohort.import_report = report  # type: ignore[attr-defined]
     return cohort
+
+
+def _recorded_label(path: Path) -> int:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        value = f.attrs.get("srmil_label_index")
+    if value is None:
+        raise InputError(f"{path}: imported without its label index (srmil_label_index); rerun with --overwrite")
+    return int(value)
 
 
 __all__ = ["import_srmil"]
