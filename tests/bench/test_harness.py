@@ -130,6 +130,8 @@ def test_boxplots_and_wilcoxon(bench):
     diag = pd.read_csv(out / "diagnostics.csv")
     assert set(diag["model"]) == {"srmil", "mean", "noscore"} and diag["epoch"].min() == 1
     assert (out / "diagnostics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for cohort in ("lesion", "contig"):  # every model's test ROC on one figure per cohort
+        assert (out / f"roc_{cohort}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     wil = pd.read_csv(out / "wilcoxon.csv")
     assert set(wil["model"]) == {"mean", "noscore"} and set(wil["reference"]) == {"srmil"}
     assert len(wil) == 2 * 2 * 5  # cohorts x other models x (4 metrics + patch AUC)

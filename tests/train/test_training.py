@@ -116,6 +116,12 @@ def test_cv_run_outputs(cv_run, cohort_dir):
         per_fold_acc.append(res["metrics"]["test"]["accuracy"])
         hist = pd.read_csv(d / "history.csv")
         assert list(hist["epoch"]) == [1, 2, 3] and np.isfinite(hist["train_loss"]).all()
+        assert (d / "plots" / "training_curves.png").stat().st_size > 0
+        for part in ("val", "test"):
+            both = pd.read_csv(d / f"predictions_{part}.csv")["label"].nunique() == 2
+            assert (d / "plots" / f"confusion_{part}.png").exists()
+            assert (d / "plots" / f"roc_pr_{part}.png").exists() == both
+            assert (d / "plots" / f"calibration_{part}.png").exists() == both
         assert {"train_recon", "val_accuracy", "lr"} <= set(hist.columns)
         # SRMIL's super-node attention is a distribution; the synthetic slides carry lesion labels
         assert ((hist["val_attn_eff_frac"] > 0) & (hist["val_attn_eff_frac"] <= 1)).all()
@@ -156,6 +162,7 @@ def test_checkpoint_weights_only_and_evaluate_matches_predictions(cv_run, cohort
     exp = expected.set_index("slide_id").loc[got.index]
     assert np.allclose(got["prob_tumor"], exp["prob_tumor"], atol=1e-5)
     metrics = json.loads((out / "metrics.json").read_text())
+    assert (out / "plots" / "confusion_evaluate.png").exists()
     res = json.loads((cv_run / "fold_0" / "results.json").read_text())
     assert metrics["accuracy"] == pytest.approx(res["metrics"]["test"]["accuracy"])
 

@@ -1,5 +1,5 @@
 """Benchmark reports from the run folders: ``runs.csv``, ``localization.csv``, ``table.md``, ``wilcoxon.csv``,
-``boxplot_<metric>.png``. Everything is read back from disk, so the reports of a resumed benchmark are the
+``boxplot_<metric>.png``, ``roc_<cohort>.png`` (all models' test ROC curves). Everything is read back from disk, so the reports of a resumed benchmark are the
 same as those of an uninterrupted one."""
 from __future__ import annotations
 
@@ -288,6 +288,36 @@ def cohort_notes(cfg: BenchConfig, runs: Any) -> dict[str, str]:
     return notes
 
 
+def model_roc_plots(cfg: BenchConfig, out: Path) -> list[Path]:
+    """``roc_<cohort>.png``: every model's test ROC on one cohort (mean over its finished runs, with the
+    runs' spread as the band), read from the runs' ``predictions_test.csv``. Two-class cohorts only."""
+    import pandas as pd
+
+    from wsigraph.viz.curves import plot_model_rocs
+
+    written: list[Path] = []
+    for spec in cfg.cohorts:
+        folds = seed_folds(out, cfg, spec)
+        curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for model in cfg.models:
+            for seed in cfg.seeds:
+                for k in folds.get(int(seed), []):
+                    fold_dir = out / "runs" / spec.name / str(model.label) / f"seed_{seed}" / f"fold_{k}"
+                    res = _read_json(fold_dir / "results.json")
+                    pred_path = fold_dir / "predictions_test.csv"
+                    if res is None or not pred_path.exists() or len(res.get("classes") or []) != 2:
+                        continue
+                    classes = [str(c) for c in res["classes"]]
+                    df = pd.read_csv(pred_path, dtype={"label": str})
+                    df = df[df["label"].isin(classes)]
+                    y = (df["label"] == classes[1]).to_numpy(dtype=np.int64)
+                    if 0 < y.sum() < len(y):
+                        curves.setdefault(str(model.label), []).append((y, df[f"prob_{classes[1]}"].to_numpy()))
+        if curves:
+            written.append(plot_model_rocs(curves, out / f"roc_{spec.name}.png", title=spec.name))
+    return written
+
+
 def write_reports(cfg: BenchConfig, out: Path, *, wall_seconds: float | None = None,
                   n_trained: int | None = None) -> Any:
     """Write every report into ``out`` from the finished runs; returns the runs DataFrame."""
@@ -308,6 +338,7 @@ def write_reports(cfg: BenchConfig, out: Path, *, wall_seconds: float | None = N
     for col in metric_cols + loc_cols[:1]:
         if col in runs.columns and len(runs):
             boxplot(runs, col, models, out / f"boxplot_{col.removeprefix('test_')}.png")
+    model_roc_plots(cfg, out)
     from wsigraph.bench.diagnostics import write_diagnostics
 
     write_diagnostics(out)  # diagnostics.csv / .png: per-epoch losses and attention of every run
@@ -331,5 +362,5 @@ def write_reports(cfg: BenchConfig, out: Path, *, wall_seconds: float | None = N
     return runs
 
 
-__all__ = ["collect_runs", "write_reports", "markdown_table", "markdown_wilcoxon", "summary_table", "boxplot",
+__all__ = ["collect_runs", "model_roc_plots", "write_reports", "markdown_table", "markdown_wilcoxon", "summary_table", "boxplot",
            "loc_columns"]

@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="best.ckpt (or last.ckpt) of a wsigraph run")
     p.add_argument("--manifest", "--cohort", required=True, dest="manifest", help="cohort CSV slide_id,label,...")
     p.add_argument("--features", required=True, help="folder of the slides' feature files")
-    p.add_argument("--out", required=True, help="output folder (metrics.json, predictions.csv)")
+    p.add_argument("--out", required=True, help="output folder (metrics.json, predictions.csv, plots/: ROC and "
+                   "precision-recall curves with bootstrap bands, calibration, confusion matrix)")
+    p.add_argument("--no-plots", action="store_true", help="do not draw plots/")
     p.add_argument("--split", choices=("train", "val", "test"), default=None,
                    help="only the manifest's slides of this split")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
@@ -89,7 +91,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     m = evaluate(args.checkpoint, args.manifest, args.features, args.out, split=args.split, device=args.device,
                  n_bootstrap=args.bootstrap, seed=args.seed, num_workers=args.num_workers,
                  cache_dir=args.cache_dir, progress=not args.no_progress,
-                 allow_feature_mismatch=args.allow_feature_mismatch, no_coords=args.no_coords)
+                 allow_feature_mismatch=args.allow_feature_mismatch, no_coords=args.no_coords,
+                 plots=not args.no_plots)
     for k in ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa"):
         ci = m.get(f"{k}_ci95")
         print(f"{k}: {m[k]:.4f}" + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""))

@@ -110,6 +110,8 @@ class TrainConfig:
     gradient_clip: Optional[float] = _help("clip gradient norm (null: off)", default=None)
     bootstrap: int = _help("bootstrap resamples of the 95% confidence intervals (0: none)", default=1000)
     progress_bar: bool = _help("show progress bars", default=True)
+    plots: bool = _help("write fold_<k>/plots/: ROC and precision-recall curves with bootstrap bands, "
+                        "calibration, confusion matrix (val and test) and the training curves", default=True)
     log_every_n_steps: int = _help("how often step metrics are recorded", default=50)
 
     def __post_init__(self) -> None:

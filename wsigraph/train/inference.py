@@ -186,14 +186,15 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
              out_dir: str | os.PathLike | None = None, *, split: str | None = None, device: str = "auto",
              precision: str = "auto", n_bootstrap: int = 1000, seed: int = 0, num_workers: int = 0,
              cache_dir: str | os.PathLike | None = None, progress: bool = True,
-             allow_feature_mismatch: bool = False, no_coords: bool = False) -> dict:
+             allow_feature_mismatch: bool = False, no_coords: bool = False, plots: bool = True) -> dict:
     """Score a checkpoint on a labeled cohort.
 
     Args:
         checkpoint: a wsigraph checkpoint (``best.ckpt``) or a wsigraph Lightning ``last.ckpt``.
         manifest: cohort CSV; its labels must be among the checkpoint's classes.
         feature_dir: folder of the slides' feature files.
-        out_dir: where ``metrics.json`` and ``predictions.csv`` go (None: nothing written).
+        out_dir: where ``metrics.json``, ``predictions.csv`` and (``plots``) ``plots/`` with ROC/PR curves,
+            calibration and confusion matrix go (None: nothing written).
         split: only the slides of this ``split`` value (train/val/test) of the manifest.
         allow_feature_mismatch: go on (with a warning) when the features come from another encoder, weights
             or resolution than the checkpoint's training features (refused by default).
@@ -250,6 +251,11 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
         out = Path(out_dir)
         write_csv(predictions_frame(ids, ys, p_arr, ckpt.classes), out / "predictions.csv")
         atomic_write_json(out / "metrics.json", metrics)
+        if plots:
+            from wsigraph.viz.curves import plot_split
+
+            plot_split(y_arr[labeled], p_arr[labeled], ckpt.classes, out / "plots", split or "evaluate",
+                       n_bootstrap=min(n_bootstrap, 200), seed=seed)
     return metrics
 
 

@@ -42,7 +42,7 @@ SPLITS = ("train", "val", "test")
 # config keys that may change between a run and its resumption (they do not change the results)
 RESUME_FREE_KEYS = {"data.num_workers", "data.cache_dir", "train.progress_bar", "train.devices", "train.num_nodes",
                     "train.accelerator", "train.strategy", "train.log_every_n_steps", "train.bootstrap",
-                    "output_dir"}
+                    "train.plots", "output_dir"}
 PATH_KEYS = {"data.manifest", "data.feature_dir", "data.splits_csv"}  # equal when moved with the output folder
 
 
@@ -412,6 +412,7 @@ def _evaluate_fold(cfg: ExperimentConfig, subs: dict[str, Any], k: int, fold_dir
     model = ckpt.build_model(device)
     precision = resolve_precision(cfg.train.precision, cfg.train.accelerator)
     per_split: dict[str, Any] = {}
+    predicted: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for part in ("val", "test"):
         sub = subs[part]
         if not len(sub):
@@ -423,6 +424,7 @@ def _evaluate_fold(cfg: ExperimentConfig, subs: dict[str, Any], k: int, fold_dir
         y = np.asarray([r[1] for r in rows], dtype=np.int64)
         probs = np.stack([r[2] for r in rows])
         write_csv(predictions_frame(ids, y, probs, classes), fold_dir / f"predictions_{part}.csv")
+        predicted[part] = (y, probs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             per_split[part] = metrics_with_ci(y, probs, classes, ordinal=cfg.data.ordinal,
@@ -436,9 +438,29 @@ def _evaluate_fold(cfg: ExperimentConfig, subs: dict[str, Any], k: int, fold_dir
         "checkpoint": str(fold_dir / "best.ckpt"), "metrics": per_split, "config": dump_config(cfg),
     }
     atomic_write_json(fold_dir / "results.json", result)
+    if cfg.train.plots:
+        write_fold_plots(fold_dir, predicted, classes, n_bootstrap=min(cfg.train.bootstrap, 200), seed=cfg.train.seed)
     msg = " | ".join(f"{p} acc {m['accuracy']:.3f} auc {m['auc']:.3f}" for p, m in per_split.items())
     log.info("fold %d: selected epoch %s | %s", k, result["selected_epoch"], msg)
     return result
+
+
+def write_fold_plots(fold_dir: Path, predicted: dict[str, tuple[np.ndarray, np.ndarray]], classes: Sequence[str], *,
+                     n_bootstrap: int = 200, seed: int = 0) -> list[Path]:
+    """``fold_dir/plots/``: ROC/PR, calibration and confusion of each split's predictions, and the training
+    curves of ``history.csv``. A plot that cannot be drawn is logged and skipped: the fold's results stand."""
+    from wsigraph.viz.curves import plot_history, plot_split
+
+    out = fold_dir / "plots"
+    written: list[Path] = []
+    try:
+        for part, (y, probs) in predicted.items():
+            written += plot_split(y, probs, classes, out, part, n_bootstrap=n_bootstrap, seed=seed)
+        if (fold_dir / "history.csv").exists():
+            written.append(plot_history(fold_dir / "history.csv", out / "training_curves.png"))
+    except Exception as e:  # noqa: BLE001 - a figure must never cost the fold's results
+        log.warning("%s: plots not written (%s: %s)", fold_dir, type(e).__name__, e)
+    return written
 
 
 # ----------------------------------------------------------------------------------------------------
