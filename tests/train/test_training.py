@@ -17,7 +17,7 @@ from wsigraph.cli import main
 from wsigraph.data.features import read_features, write_features
 from wsigraph.data.splits import read_splits_csv
 from wsigraph.data.synthetic import make_synthetic_cohort
-from wsigraph.errors import InputError
+from wsigraph.errors import ConfigError, InputError
 from wsigraph.train.checkpoint import load_checkpoint
 from wsigraph.train.config import load_experiment_config
 from wsigraph.train.inference import evaluate
@@ -188,6 +188,10 @@ def test_resume_after_kill_continues_exactly(cohort_dir, tmp_path):
     hb = pd.read_csv(tmp_path / "straight" / "fold_0" / "history.csv")
     assert list(ha["epoch"]) == [1, 2, 3, 4]
     assert np.allclose(ha["train_loss"], hb["train_loss"])
+    # Lightning's CSV logger: the killed start and the resumed one each keep their own version of the log
+    logs = [pd.read_csv(tmp_path / "killed" / "fold_0" / "logs" / f"version_{v}" / "metrics.csv") for v in (0, 1)]
+    assert [list(d["step"]) for d in logs] == [[1, 2], [3, 4]]
+    assert np.allclose(pd.concat(logs)["train_recon"], ha["train_recon"])  # every loss part, as history.csv
     table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     n_train_labeled = int(((table["split"] == "train") & (table["label"] != "")).sum())
     res = json.loads((tmp_path / "killed" / "fold_0" / "results.json").read_text())
@@ -461,3 +465,26 @@ def test_class_weights():
     assert class_weights([1, 3], [0, 1], CLASSES) == [1.0, 3.0]
     with pytest.raises(InputError, match="class_weights"):
         class_weights([1.0], [0, 1], CLASSES)
+
+
+def test_tensorboard_logger_gets_every_loss_part(cohort_dir, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is in the dev extra; install it to test this logger")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    manifest = split_manifest(cohort_dir, tmp_path / "m.csv")
+    cfg = load_experiment_config(experiment(cohort_dir, tmp_path / "tb", manifest,
+                                            train={"epochs": 2, "logger": "tensorboard", "plots": False}))
+    train_experiment(cfg)
+    fold = tmp_path / "tb" / "fold_0"
+    assert not (fold / "plots").exists()
+    events = EventAccumulator(str(fold / "logs" / "version_0"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train_loss", "train_ce_masked", "train_ce_full", "train_recon", "val_auc", "lr"} <= tags
+    hist = pd.read_csv(fold / "history.csv")
+    recon = [e.value for e in events.Scalars("train_recon")]
+    assert [e.step for e in events.Scalars("train_recon")] == [1, 2]
+    assert np.allclose(recon, hist["train_recon"], rtol=1e-5)
+    assert (fold / "logs" / "version_0" / "metrics.csv").exists()  # CSV alongside, always
+    with pytest.raises(ConfigError, match="logger must be one of"):
+        load_experiment_config(experiment(cohort_dir, tmp_path / "x", manifest, train={"logger": "wandb"}))

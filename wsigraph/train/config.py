@@ -23,6 +23,7 @@ SPLIT_MODES = ("auto", "manifest", "kfold", "csv")
 SELECT_METRICS = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa", "loss")
 SELECT_TIES = ("earlier", "later")
 SHUFFLES = ("epoch", "once", "none")
+LOGGERS = ("csv", "tensorboard", "none")
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16", "16-mixed", "16", "64-true", "64", "bf16-true")
 
 
@@ -110,6 +111,9 @@ class TrainConfig:
     gradient_clip: Optional[float] = _help("clip gradient norm (null: off)", default=None)
     bootstrap: int = _help("bootstrap resamples of the 95% confidence intervals (0: none)", default=1000)
     progress_bar: bool = _help("show progress bars", default=True)
+    logger: str = _help("Lightning loggers of each fold under fold_<k>/logs/: csv (metrics.csv: every loss part "
+                        "and validation metric per epoch), tensorboard (csv + TensorBoard events; needs the "
+                        "tensorboard package), none (history.csv only)", default="csv")
     plots: bool = _help("write fold_<k>/plots/: ROC and precision-recall curves with bootstrap bands, "
                         "calibration, confusion matrix (val and test) and the training curves", default=True)
     log_every_n_steps: int = _help("how often step metrics are recorded", default=50)
@@ -148,6 +152,14 @@ class TrainConfig:
             raise ConfigError(f"num_nodes must be >= 1, got {self.num_nodes}")
         if self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0, got {self.bootstrap}")
+        if self.logger not in LOGGERS:
+            raise ConfigError(f"logger must be one of {list(LOGGERS)}, got {self.logger!r}")
+        if self.logger == "tensorboard":
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+                raise ConfigError("logger: tensorboard needs the tensorboard package (pip install tensorboard, or "
+                                  "pip install 'wsigraph[tensorboard]'); use logger: csv without it")
         if self.log_every_n_steps < 1:
             raise ConfigError(f"log_every_n_steps must be >= 1, got {self.log_every_n_steps}")
 

@@ -166,7 +166,8 @@ class MILLightningModule(L.LightningModule):
         value = float(loss.detach())
         # rank-local running mean for the progress bar; the epoch means over ranks come from
         # reduce_train_parts (one collective, called by every rank at the same point)
-        self.log("train/loss", value, on_step=False, on_epoch=True, batch_size=1, sync_dist=False, prog_bar=True)
+        self.log("train/loss", value, on_step=False, on_epoch=True, batch_size=1, sync_dist=False, prog_bar=True,
+                 logger=False)  # the loggers get EpochLog's per-epoch row (every loss part), one step per epoch
         self._train_parts.setdefault("loss", []).append(value)
         for k, v in parts.items():
             if k != "loss":
@@ -265,7 +266,7 @@ class MILLightningModule(L.LightningModule):
             v = metrics.get(k)
             if v is not None:
                 self.log(f"{stage}/{k}", float(v), on_epoch=True, batch_size=1, sync_dist=False,
-                         prog_bar=(k in ("accuracy", "auc")))
+                         prog_bar=(k in ("accuracy", "auc")), logger=False)
         self._outputs = []
 
     # ---------------------------------------------------------------- checkpoints

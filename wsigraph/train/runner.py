@@ -9,6 +9,10 @@ Output folder (``cfg.output_dir``)::
     fold_<k>/history.csv        one row per epoch: losses, validation metrics, lr, seconds
     fold_<k>/predictions_<split>.csv   slide_id,label,pred,prob_<class>... (val and test)
     fold_<k>/results.json       config, seed, selected epoch, metrics per split with bootstrap 95% CIs
+    fold_<k>/plots/             roc_pr_<split>.png, calibration_<split>.png, confusion_<split>.png,
+                                training_curves.png (train.plots)
+    fold_<k>/logs/version_<n>/  Lightning loggers (train.logger): metrics.csv, TensorBoard events;
+                                one version per start of the fold (a resumed fold adds one)
     summary.json, summary.csv   mean and std over folds of every scalar metric
 
 Resume: a fold whose ``results.json`` exists is not rerun; a fold with a ``last.ckpt`` continues from it
@@ -42,7 +46,7 @@ SPLITS = ("train", "val", "test")
 # config keys that may change between a run and its resumption (they do not change the results)
 RESUME_FREE_KEYS = {"data.num_workers", "data.cache_dir", "train.progress_bar", "train.devices", "train.num_nodes",
                     "train.accelerator", "train.strategy", "train.log_every_n_steps", "train.bootstrap",
-                    "train.plots", "output_dir"}
+                    "train.plots", "train.logger", "output_dir"}
 PATH_KEYS = {"data.manifest", "data.feature_dir", "data.splits_csv"}  # equal when moved with the output folder
 
 
@@ -72,7 +76,10 @@ def quiet_lightning() -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(max(lg.level, logging.WARNING))
     try:
-        yield
+        with warnings.catch_warnings():
+            # the loggers get one row per epoch from EpochLog, so Lightning's step-logging interval is moot
+            warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+            yield
     finally:
         for lg, level in zip(loggers, old):
             lg.setLevel(level)
@@ -109,6 +116,22 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     if _cuda_wanted(accelerator) and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
+
+
+def make_loggers(kind: str, fold_dir: Path) -> list[Any] | bool:
+    """Lightning loggers writing to ``fold_dir/logs/version_<n>/`` (a resumed fold starts the next version, so
+    earlier logs are kept): ``csv`` -> CSVLogger (``metrics.csv``); ``tensorboard`` -> CSV and TensorBoard
+    (``events.out.tfevents.*``); ``none`` -> False (``history.csv`` only). Each epoch's row of ``history.csv``
+    (every loss part and validation metric) is sent to them by :class:`~wsigraph.train.selection.EpochLog`."""
+    if kind == "none":
+        return False
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers: list[Any] = [CSVLogger(save_dir=str(fold_dir), name="logs")]
+    if kind == "tensorboard":
+        loggers.append(TensorBoardLogger(save_dir=str(fold_dir), name="logs", version=loggers[0].version,
+                                         default_hp_metric=False))
+    return loggers
 
 
 def _world_size(devices: Any, num_nodes: int) -> int:
@@ -368,7 +391,7 @@ def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k
             callbacks=[selection, EpochLog(fold_dir / "history.csv", prefix=f"fold {k} | "), *callbacks,
                        *([FoldProgressBar(prefix=f"fold {k} | ")] if t.progress_bar else []),
                        LastCheckpoint(fold_dir / "last.ckpt")],
-            plugins=[SafeCheckpointIO()], logger=False, enable_model_summary=False,
+            plugins=[SafeCheckpointIO()], logger=make_loggers(t.logger, fold_dir), enable_model_summary=False,
             enable_progress_bar=t.progress_bar, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
             gradient_clip_val=t.gradient_clip, default_root_dir=str(fold_dir),
             **({} if val_loader is not None else {"limit_val_batches": 0}),

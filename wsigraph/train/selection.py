@@ -177,6 +177,9 @@ class EpochLog(Callback):
             log.info("%s", line)
         if self.history_path is not None:
             self._append(row)
+        for logger in trainer.loggers:  # Lightning's loggers (train.logger): the same row, step = epoch
+            logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+            logger.save()
 
     def _append(self, row: dict[str, Any]) -> None:
         import pandas as pd
