@@ -220,3 +220,44 @@ def test_cli_heatmap(cmu, tmp_path, capsys):
     assert f"3 scores but {coords_h5} has {len(coords)} patches" in capsys.readouterr().err
     assert main(["heatmap", "--scores", str(tmp_path / "short.npy"), "--out", str(out)]) == 2
     assert "has no coords" in capsys.readouterr().err
+
+
+def test_tissue_outlines_for_qupath(tmp_path):
+    from wsigraph.viz.geojson import tissue_contours, write_tissue_geojson
+
+    mask = np.zeros((40, 60), bool)
+    mask[5:25, 5:25] = True      # a piece with a hole
+    mask[12:18, 12:18] = False
+    mask[30:36, 40:56] = True    # a second piece
+    mask[0, 59] = True           # one pixel: too small to outline
+    polys = tissue_contours(mask, (10.0, 10.0))
+    assert len(polys) == 2 and sorted(len(p) for p in polys) == [1, 2]  # outer rings, one with its hole
+    with_hole = next(p for p in polys if len(p) == 2)
+    outer = np.asarray(with_hole[0])
+    assert outer[0].tolist() == outer[-1].tolist()  # closed ring
+    # boundary pixel centres, scaled to level-0 px: x and y from 5.5 to 24.5 mask px
+    assert outer.min(axis=0).tolist() == [55.0, 55.0] and outer.max(axis=0).tolist() == [245.0, 245.0]
+    path = write_tissue_geojson(tmp_path / "t.geojson", mask, (10.0, 10.0), mpp=0.5)
+    fc = json.loads(path.read_text())
+    assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 2
+    f = next(f for f in fc["features"] if len(f["geometry"]["coordinates"]) == 2)
+    assert f["properties"]["objectType"] == "annotation" and f["properties"]["classification"]["name"] == "Tissue"
+    # outer ring: a 19 x 19 mask-px square through the boundary pixels' centres; the hole's ring runs through
+    # the centres of the tissue pixels around it (7 x 7) with its 4 corners cut by a diagonal (8-connectivity);
+    # x 10 px per mask px, x 0.25 um^2 per level-0 px^2
+    assert f["properties"]["measurements"]["area_um2"] == pytest.approx((190 ** 2 - (70 ** 2 - 4 * 10 ** 2 / 2)) * 0.25)
+    assert tissue_contours(np.zeros((4, 4), bool), (1.0, 1.0)) == []
+
+
+def test_segment_writes_tissue_outlines(shared_data, tmp_path):
+    from wsigraph.cli import main as cli
+
+    slide = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    assert cli(["segment", str(slide), "--out", str(tmp_path / "seg"), "--no-progress"]) == 0
+    fc = json.loads((tmp_path / "seg" / "masks" / "CMU-1-Small-Region.geojson").read_text())
+    assert fc["features"] and all(f["geometry"]["type"] == "Polygon" for f in fc["features"])
+    pts = np.concatenate([np.asarray(r) for f in fc["features"] for r in f["geometry"]["coordinates"]])
+    assert pts.min() >= 0 and pts[:, 0].max() <= 2220 and pts[:, 1].max() <= 2967  # level-0 px of the slide
+    rec = json.loads((tmp_path / "seg" / "masks" / "CMU-1-Small-Region.json").read_text())
+    area = sum(f["properties"]["measurements"]["area_um2"] for f in fc["features"]) / 1e6
+    assert area == pytest.approx(rec["tissue_area_mm2"], rel=0.15)  # outlines enclose the mask's tissue

@@ -3,6 +3,7 @@
 Per slide, in ``out``:
 
     masks/<slide_id>.png      binary tissue mask (255 = tissue) over the whole slide, reusable with --masks
+    masks/<slide_id>.geojson  its tissue outlines (polygons with holes, level-0 px): QuPath annotations
     masks/<slide_id>.json     tissue fraction and area, mask geometry, the parameters (and their provenance)
     overlays/<slide_id>.png   the mask (and, when tiled, the kept patches) drawn on a thumbnail
     coords/<slide_id>.h5      (tile) coords in level-0 px + attributes + provenance: input of extraction
@@ -86,11 +87,20 @@ def _write_mask_record(path: Path, slide_path: Path, mask: Any, prov: Provenance
         "threshold": mask.threshold, "params": mask.params, "provenance": prov.to_dict()})
 
 
+def _save_contours(out: Path, slide_id: str, mask: Any, slide: Any) -> Path:
+    """``masks/<id>.geojson``: the mask's tissue outlines in level-0 pixels, editable in QuPath."""
+    from wsigraph.viz.geojson import write_tissue_geojson
+
+    return write_tissue_geojson(slide_file(out / "masks", slide_id, ".geojson"), mask.mask, mask.scale,
+                                mpp=slide.mpp if getattr(slide, "has_mpp", True) else None)
+
+
 def segment_slide(slide_id: str, slide_path: str | os.PathLike, out: str | os.PathLike, *,
                   segment_kwargs: Mapping[str, Any] | None = None, mpp: float | None = None,
                   default_mpp: float | None = None, masks_dir: str | os.PathLike | None = None,
                   overlays: bool = True) -> dict[str, Any]:
-    """Tissue mask of one slide: ``masks/<id>.png``, ``overlays/<id>.png``, then ``masks/<id>.json`` (the
+    """Tissue mask of one slide: ``masks/<id>.png`` and its outlines ``masks/<id>.geojson`` (QuPath
+    annotations), ``overlays/<id>.png``, then ``masks/<id>.json`` (the
     record a rerun checks). Returns ``{tissue_fraction}``; a slide without tissue raises after writing the
     PNGs (to look at) and before the record (so a rerun tries again)."""
     from wsigraph.slide import open_slide
@@ -104,6 +114,7 @@ def segment_slide(slide_id: str, slide_path: str | os.PathLike, out: str | os.Pa
         if overlays:
             mask.save_overlay(slide_file(out / "overlays", slide_id, ".png"), _overlay_background(slide, thumb))
         mask.save_png(slide_file(out / "masks", slide_id, ".png"))
+        _save_contours(out, slide_id, mask, slide)
     if mask.is_empty:  # no record: a rerun tries again, as tile does
         raise InputError(f"{slide_path}: no tissue found (mask written to {out / 'masks'}; check it, or pass "
                          "--threshold / --keep-background / your own mask with --masks)")
@@ -115,7 +126,8 @@ def tile_slide_to_coords(slide_id: str, slide_path: str | os.PathLike, out: str 
                          segment_kwargs: Mapping[str, Any] | None = None, tiling: Mapping[str, Any] | None = None,
                          mpp: float | None = None, default_mpp: float | None = None,
                          masks_dir: str | os.PathLike | None = None, overlays: bool = True) -> dict[str, Any]:
-    """Tissue mask and patch grid of one slide: ``masks/<id>.png``, ``overlays/<id>.png`` (patches drawn)
+    """Tissue mask and patch grid of one slide: ``masks/<id>.png`` (+ outlines ``.geojson``),
+    ``overlays/<id>.png`` (patches drawn)
     and ``coords/<id>.h5`` with its provenance. Returns the tiling figures."""
     from wsigraph.slide import open_slide, tile_slide, write_coords
     from wsigraph.utils.atomic import atomic_path
@@ -131,6 +143,7 @@ def tile_slide_to_coords(slide_id: str, slide_path: str | os.PathLike, out: str 
     with open_slide(slide_path, mpp=mpp, default_mpp=default_mpp) as slide:
         mask, thumb = _mask_and_thumbnail(slide, user, segment_kwargs)
         mask.save_png(slide_file(out / "masks", slide_id, ".png"))
+        _save_contours(out, slide_id, mask, slide)
         thumb = _overlay_background(slide, thumb) if overlays else None
         try:
             coords, attrs = tile_slide(slide, mask, **tiling)

@@ -4,7 +4,7 @@ and synthetic slide images for cohorts that have no image files.
 Nothing here imports matplotlib at module import; it is loaded when a PNG with a colour bar is drawn.
 """
 from wsigraph.viz.gallery import top_k_indices, topk_gallery
-from wsigraph.viz.geojson import read_geojson_patches, write_geojson
+from wsigraph.viz.geojson import read_geojson_patches, tissue_contours, write_geojson, write_tissue_geojson
 from wsigraph.viz.heatmap import blur_on_lattice, heatmap_overlay, normalize_scores, render_heatmap
 from wsigraph.viz.lattice import Lattice, build_lattice, default_level0_size, draw_patches
 from wsigraph.viz.synthetic import render_synthetic_slide
@@ -16,6 +16,8 @@ __all__ = [
     "normalize_scores",
     "write_geojson",
     "read_geojson_patches",
+    "tissue_contours",
+    "write_tissue_geojson",
     "topk_gallery",
     "top_k_indices",
     "render_synthetic_slide",

@@ -5,6 +5,9 @@ at the top-left of the full-resolution image) and QuPath's properties: ``objectT
 default, so QuPath's *Measure > Show measurement maps* colours patches by score; ``"tile"`` and
 ``"annotation"`` also work), ``measurements`` as a ``{name: number}`` object (the form QuPath writes since
 v0.4 and reads back), and an optional ``classification`` ``{"name", "color"}``.
+
+Tissue outlines (:func:`write_tissue_geojson`, written by ``segment``/``tile``/``preprocess`` beside each mask)
+are ``annotation`` polygons with holes, classified ``Tissue``, so they can be edited in QuPath.
 """
 from __future__ import annotations
 
@@ -145,3 +148,65 @@ def _classification_strings(classification: str | Sequence[str] | np.ndarray | N
             snippets.append(f',"classification":{{"name":{json.dumps(u)},"color":[{r},{g},{b}]}}')
     table = np.asarray(snippets, dtype=object)
     return table[inverse].tolist()
+
+
+def tissue_contours(mask: np.ndarray, scale: tuple[float, float]) -> list[list[list[list[float]]]]:
+    """Polygons of a boolean mask in level-0 pixels: one ``[outer ring, hole rings...]`` per tissue piece.
+
+    Traced by OpenCV (``findContours``, two-level hierarchy: outer boundaries and their holes); ring points
+    are the centres of the boundary mask pixels, scaled by ``scale`` = (level-0 px per mask px in x, in y);
+    rings are closed (first point repeated) and pieces of fewer than 3 boundary points are left out.
+    """
+    import cv2
+
+    m = np.ascontiguousarray(np.asarray(mask, dtype=bool), dtype=np.uint8)
+    if not m.any():
+        return []
+    contours, hierarchy = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    sx, sy = float(scale[0]), float(scale[1])
+
+    def ring(c: np.ndarray) -> list[list[float]] | None:
+        pts = c.reshape(-1, 2).astype(np.float64)
+        if len(pts) < 3:
+            return None
+        pts = (pts + 0.5) * (sx, sy)
+        return [[round(float(x), 2), round(float(y), 2)] for x, y in np.vstack([pts, pts[:1]])]
+
+    polygons: list[list[list[list[float]]]] = []
+    h = hierarchy.reshape(-1, 4)  # next, previous, first child, parent
+    for i in np.nonzero(h[:, 3] < 0)[0]:  # outer boundaries
+        outer = ring(contours[i])
+        if outer is None:
+            continue
+        holes, child = [], int(h[i, 2])
+        while child >= 0:
+            r = ring(contours[child])
+            if r is not None:
+                holes.append(r)
+            child = int(h[child, 0])
+        polygons.append([outer, *holes])
+    return polygons
+
+
+def write_tissue_geojson(path: str | os.PathLike, mask: np.ndarray, scale: tuple[float, float], *,
+                         mpp: float | None = None, name: str = "Tissue",
+                         color: tuple[int, int, int] = (0, 200, 0)) -> Path:
+    """Tissue outlines as a QuPath-editable FeatureCollection of ``annotation`` polygons (level-0 pixels),
+    one per tissue piece with its holes, classified ``name``; ``area_um2`` is measured where ``mpp`` (µm per
+    level-0 pixel) is known. Written atomically. See :func:`tissue_contours`."""
+    features = []
+    for poly in tissue_contours(mask, scale):
+        props: dict = {"objectType": "annotation", "classification": {"name": name, "color": list(color)},
+                       "isLocked": False}
+        if mpp is not None:
+            area = _ring_area(poly[0]) - sum(_ring_area(r) for r in poly[1:])
+            props["measurements"] = {"area_um2": round(area * float(mpp) ** 2, 1)}
+        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": poly},
+                         "properties": props})
+    return atomic_write_text(path, json.dumps({"type": "FeatureCollection", "features": features}))
+
+
+def _ring_area(ring: Sequence[Sequence[float]]) -> float:
+    """Shoelace area of a closed ring, in squared coordinate units."""
+    a = np.asarray(ring, dtype=np.float64)
+    return float(abs(np.dot(a[:-1, 0], a[1:, 1]) - np.dot(a[1:, 0], a[:-1, 1])) / 2)
