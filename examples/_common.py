@@ -1,57 +1,31 @@
-"""Shared helpers of the example scripts (``examples/<dataset>/run.py``).
+"""The example scripts' user interface (``examples/<dataset>/run.py``): options, messages, printing.
 
-Each script goes from what a user has (raw slides, CLAM or TRIDENT feature folders, our own feature
-folders, or the SRMIL paper's pickles) to the benchmark table, in four steps:
-
-1. **find** the starting point under ``--data`` (:func:`find_feature_folders`, :func:`find_slides`,
-   :func:`find_pickles`) and the label files; when something is missing, :class:`Missing` collects
-   every missing path with what it should hold and :meth:`Missing.check` stops the script, which prints
-   them (:func:`exit_missing`, exit status 2);
-2. **convert** what needs converting through the library (:func:`preprocess`, :func:`import_pickles`);
-   feature folders are used as they are (:func:`link_features` only gathers files spread over several
-   folders, by symbolic link);
-3. **write** the cohort manifest (:func:`write_manifest`) and, where lesion outlines exist, patch labels
-   (:func:`label_patches`) so the harness scores localisation;
-4. **run** the bench config (:meth:`Example.benchmark`): the example's ``bench.yaml`` with the cohort's paths
-   filled in, written to ``OUT/bench.yaml`` (rerun it with ``wsigraph bench --config OUT/bench.yaml``),
-   then the table is printed.
-
-A script declares itself as an :class:`Example` (its folder name and accepted layouts) and uses its
-:meth:`~Example.parser`, :meth:`~Example.start`, :meth:`~Example.benchmark` and :meth:`~Example.main`.
+Each script goes from what a user has (raw slides, CLAM or TRIDENT feature folders, our own feature folders,
+or the SRMIL paper's pickles) to the benchmark table in four steps: **find** the starting point under
+``--data`` and the label files (what is missing is collected in :class:`Missing` and printed with the
+accepted layouts, exit status 2); **convert** what needs it (:func:`preprocess`, :func:`import_pickles`);
+**write** the manifest (:func:`write_manifest`) and, where lesion outlines exist, patch labels; **run** the
+example's ``bench.yaml`` with the paths filled in, saved as ``OUT/bench.yaml`` (:meth:`Example.benchmark`).
+The work is done by the library: ``wsigraph.pipeline.slides`` (finding slides, feature folders, pickles),
+``wsigraph.pipeline.patch_labels``, ``wsigraph.data.manifest``, ``wsigraph.bench.template``.
+A script declares itself as an :class:`Example` (its folder name and accepted layouts) and uses its methods.
 """
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from wsigraph.pipeline.slides import SIDE_FOLDERS, FeatureFolder, classify_feature_folder, walk_folders
+from wsigraph.data.features import list_feature_files
+from wsigraph.pipeline.slides import FeatureFolder, feature_folder, find_pickle_files, find_slide_files
 from wsigraph.pipeline.slides import find_feature_folders as find_folders
-from wsigraph.slide import SLIDE_SUFFIXES
 
 EXIT_MISSING = 2
-#: Whole-slide file types searched for under ``--data``: wsigraph's, less .png/.jpg (CLAM/TRIDENT thumbnails
-#: are not slides) and .dcm (one slide is a folder of DICOM files).
-WSI_SUFFIXES = tuple(s for s in SLIDE_SUFFIXES if s not in (".png", ".jpg", ".jpeg", ".dcm"))
 STARTS = ("features", "slides", "srmil-pickle")
 #: The order in which starting points are looked for when --from is not given.
 START_ORDER = ("features", "srmil-pickle", "slides")
-
-#: ``--quick``: a smoke run of the whole chain in a few minutes (not results to report).
-QUICK_TRAIN = {"epochs": 2, "bootstrap": 0, "progress_bar": False}
-QUICK_MODEL_PARAMS = {
-    "srmil": {"hidden": 16, "heads": 2, "cls_hidden": 16, "attn_hidden": 16},
-    "mean": {"hidden": 16}, "max": {"hidden": 16},
-    "abmil": {"embed_dim": 16, "attn_dim": 8},
-    "clam_sb": {"embed_dim": 16, "attn_dim": 8, "k_sample": 2},
-    "transmil": {"dim": 16, "heads": 2, "num_landmarks": 8},
-    "dsmil": {"q_dim": 8},
-    "patch_gcn": {"hidden": 16, "num_layers": 1},
-}
 
 
 class ExampleError(Exception):
@@ -66,11 +40,7 @@ class MissingInputs(Exception):
         self.missing = missing
 
 
-# ----------------------------------------------------------------------------------------------------
-# what is missing
-# ----------------------------------------------------------------------------------------------------
-
-
+# ---- what is missing -----------------------------------------------------------------------------
 @dataclass
 class Missing:
     """Missing inputs of an example: ``(path, what it should hold)`` pairs."""
@@ -107,11 +77,7 @@ def fail(example: str, message: str) -> int:
     return EXIT_MISSING
 
 
-# ----------------------------------------------------------------------------------------------------
-# one example script
-# ----------------------------------------------------------------------------------------------------
-
-
+# ---- one example script --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Example:
     """What sets an example script apart: its folder ``examples/<name>/`` and the data layouts it accepts
@@ -185,11 +151,7 @@ def cohort_entry(name: str, manifest: Path, feature_dir: Path, **extra: Any) -> 
             **extra}
 
 
-# ----------------------------------------------------------------------------------------------------
-# command line
-# ----------------------------------------------------------------------------------------------------
-
-
+# ---- command line --------------------------------------------------------------------------------
 def base_parser(example: str, description: str, default_out: str) -> argparse.ArgumentParser:
     """The options every example script shares."""
     p = argparse.ArgumentParser(prog=f"python examples/{example}/run.py", description=description)
@@ -223,66 +185,29 @@ def base_parser(example: str, description: str, default_out: str) -> argparse.Ar
 
 
 def paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    """``(--data, --out)``; the output folder is left out of every search of the data folder."""
+    """``(--data, --out)``; ``--out`` (which may lie inside ``--data``) is left out of every search of the data."""
     data, out = Path(args.data).expanduser(), Path(args.out).expanduser()
-    exclude_from_search(out)
+    _EXCLUDED.add(out.resolve())
     return data, out
 
 
-# ----------------------------------------------------------------------------------------------------
-# finding things
-# ----------------------------------------------------------------------------------------------------
-
-
-_EXCLUDED: set[Path] = set()
-
-
-def exclude_from_search(path: str | Path) -> None:
-    """Never search ``path`` (the script's own ``--out``, which may lie inside ``--data``)."""
-    _EXCLUDED.add(Path(path).resolve())
-
-
-def _walk_dirs(root: Path, max_depth: int) -> Iterable[Path]:
-    return walk_folders(root, max_depth, exclude=_EXCLUDED)
-
-
-def _feature_files(folder: Path) -> dict[str, Path]:
-    from wsigraph.data.features import list_feature_files
-
-    return list_feature_files(folder)
+# ---- finding things ------------------------------------------------------------------------------
+_EXCLUDED: set[Path] = set()  # folders never searched: the scripts' --out (see paths)
 
 
 def find_feature_folders(root: Path, max_depth: int = 4) -> list[FeatureFolder]:
-    """Every CLAM / TRIDENT / wsigraph feature folder under ``root`` (:func:`wsigraph.pipeline.slides.find_feature_folders`)."""
+    """Every CLAM / TRIDENT / wsigraph feature folder under ``root`` (``wsigraph.pipeline.slides``)."""
     return find_folders(root, max_depth, exclude=_EXCLUDED)
 
 
-def explicit_feature_folder(path: str | Path) -> FeatureFolder:
-    """The ``--features DIR`` folder (a folder of ``<slide_id>.h5``/``.pt``)."""
-    path = Path(path)
-    files = _feature_files(path) if path.is_dir() else {}
-    return FeatureFolder(classify_feature_folder(path), path, files)
-
-
 def find_slides(root: Path, max_depth: int = 4) -> dict[str, Path]:
-    """slide_id (file stem) -> whole-slide file, searched under ``root`` down to ``max_depth`` folders by
-    :func:`wsigraph.slide.find_slides` (ids must be unique across folders; nothing found: empty)."""
-    from wsigraph.errors import InputError
-    from wsigraph.slide import find_slides as find
-
-    if not root.is_dir():
-        return {}
-    try:
-        return dict(find([root], depth=max_depth, suffixes=WSI_SUFFIXES, skip_dirs=SIDE_FOLDERS, exclude=_EXCLUDED,
-                         allow_empty=True))
-    except InputError as e:  # two slides with one id
-        raise ExampleError(str(e)) from e
+    """slide_id (file stem) -> whole-slide file under ``root`` (``wsigraph.pipeline.slides``)."""
+    return find_slide_files(root, max_depth, exclude=_EXCLUDED)
 
 
 def find_pickles(root: Path, max_depth: int = 2) -> list[Path]:
-    """``*.pkl`` / ``*.pickle`` files under ``root`` (the SRMIL paper's feature files)."""
-    return sorted(f for d in _walk_dirs(root, max_depth) for f in d.iterdir()
-                  if f.is_file() and f.suffix.lower() in (".pkl", ".pickle"))
+    """``*.pkl`` / ``*.pickle`` files under ``root`` (the SRMIL paper's feature files), ``--out`` left out."""
+    return find_pickle_files(root, max_depth, exclude=_EXCLUDED)
 
 
 def find_one_feature_folder(data: Path, missing: Missing) -> FeatureFolder | None:
@@ -309,7 +234,7 @@ def choose_start(args: argparse.Namespace, order: Sequence[str], finders: dict[s
     ``missing`` says what was looked for.
     """
     if args.features and args.start in (None, "features"):
-        ff = explicit_feature_folder(args.features)
+        ff = feature_folder(args.features)
         if not ff.files:
             missing.add(args.features, "a folder of <slide_id>.h5 / .pt feature files (--features)")
             return None
@@ -335,15 +260,6 @@ def require_trust(example: str, pickles: Sequence[Path], args: argparse.Namespac
             "(wsigraph import-srmil) and never unpickled again.")
 
 
-def strip_suffix(slide_id: str) -> str:
-    """``S001.svs`` -> ``S001`` (slide and feature file extensions only; ``TCGA-...DX1.<uuid>`` is kept)."""
-    low = slide_id.lower()
-    for suf in WSI_SUFFIXES + (".h5", ".hdf5", ".pt", ".png", ".jpg", ".jpeg", ".dcm"):
-        if low.endswith(suf):
-            return slide_id[: -len(suf)]
-    return slide_id
-
-
 def first_existing(candidates: Sequence[Path]) -> Path | None:
     return next((c for c in candidates if c.exists()), None)
 
@@ -354,11 +270,7 @@ def listing(items: Iterable[Any], limit: int = 8) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
-# ----------------------------------------------------------------------------------------------------
-# converting
-# ----------------------------------------------------------------------------------------------------
-
-
+# ---- converting ----------------------------------------------------------------------------------
 def preprocess(slides: dict[str, Path], out: Path, args: argparse.Namespace) -> FeatureFolder:
     """Tissue masks, 0.5 um/px 224-px patch grid and embeddings for ``slides`` (``wsigraph preprocess``).
 
@@ -366,24 +278,20 @@ def preprocess(slides: dict[str, Path], out: Path, args: argparse.Namespace) -> 
     ``out/preprocess_report.csv``.
     """
     from wsigraph.features import build_encoder
-    from wsigraph.pipeline.extract import encoder_folder_name
     from wsigraph.features.extract import auto_num_workers
+    from wsigraph.pipeline.extract import encoder_folder_name
     from wsigraph.pipeline.preprocess import preprocess_cohort
-    from wsigraph.pipeline.slides import read_slide_list
+    from wsigraph.pipeline.slides import slide_jobs
 
-    out.mkdir(parents=True, exist_ok=True)
-    listing_csv = out / "slides.csv"
-    write_csv(listing_csv, [{"slide_id": s, "path": str(p)} for s, p in sorted(slides.items())])
-    jobs = read_slide_list(listing_csv)
     encoder = build_encoder(args.encoder, weights=args.weights, random_init=args.random_init,
                             input_size=args.input_size)
-    report = preprocess_cohort(jobs, out, encoder, default_mpp=args.default_mpp, device=args.device,
+    report = preprocess_cohort(slide_jobs(slides), out, encoder, default_mpp=args.default_mpp, device=args.device,
                                num_workers=auto_num_workers(args.device), progress=True)
     print(f"      preprocess: {report.summary()}")
     for sid, err in report.failed.items():
         print(f"      failed {sid}: {err}")
     feat_dir = out / f"features_{encoder_folder_name(encoder.name)}"
-    return FeatureFolder("wsigraph", feat_dir, _feature_files(feat_dir))
+    return FeatureFolder("wsigraph", feat_dir, list_feature_files(feat_dir))
 
 
 def import_pickles(pickles: Sequence[Path], splits: Sequence[str] | None, classes: Sequence[str], out: Path):
@@ -394,188 +302,37 @@ def import_pickles(pickles: Sequence[Path], splits: Sequence[str] | None, classe
                         on_error="raise", progress=True)
 
 
-def link_features(files: dict[str, Path], out: Path) -> Path:
-    """Gather feature files from several folders into one folder ``out``: ``.h5`` files by symbolic link
-    (a copy where links are not allowed); ``.pt`` bags are written as ``.h5`` (their coordinates live in
-    another folder, which a link would lose)."""
-    from wsigraph.data.features import read_features, write_features
-
-    out.mkdir(parents=True, exist_ok=True)
-    for sid, src in files.items():
-        if src.suffix.lower() == ".pt":
-            dst = out / f"{sid}.h5"
-            if not dst.exists():
-                bag = read_features(src)
-                write_features(dst, bag.coords, bag.features, attrs=bag.attrs)
-            continue
-        dst = out / f"{sid}.h5"
-        if dst.is_symlink() or dst.exists():
-            if dst.resolve() == src.resolve():
-                continue
-            dst.unlink()
-        try:
-            dst.symlink_to(src.resolve())
-        except OSError:
-            shutil.copy2(src, dst)
-    return out
-
-
-def unpack_annotations(sources: Sequence[Path], out: Path) -> Path:
-    """Collect lesion outlines (``.xml``/``.geojson``/``.json``) from folders and ``.zip`` files into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    keep = (".xml", ".geojson", ".json")
-    for src in sources:
-        if src.is_dir():
-            for f in src.rglob("*"):
-                if f.is_file() and f.suffix.lower() in keep:
-                    shutil.copy2(f, out / f.name)
-        elif zipfile.is_zipfile(src):
-            with zipfile.ZipFile(src) as z:
-                for info in z.infolist():
-                    name = Path(info.filename).name
-                    if not info.is_dir() and Path(name).suffix.lower() in keep and not name.startswith("."):
-                        (out / name).write_bytes(z.read(info))
-    return out
-
-
-def label_patches(features: dict[str, Path], annotation_dir: Path, slide_ids: Iterable[str], out: Path) -> Path:
-    """Feature folder ``out`` for the harness: ``slide_ids`` get a labelled file (``patch_labels`` from their
-    lesion outline, all 0 without one: the CAMELYON16 convention) whose other datasets are HDF5 external
-    links to the original, so nothing large is copied; every other slide is linked as it is."""
-    from wsigraph.data.annotations import add_patch_labels, find_annotation
-
-    out.mkdir(parents=True, exist_ok=True)
-    chosen = set(slide_ids)
-    link_features({s: p for s, p in features.items() if s not in chosen}, out)
-    n_lesion = 0
-    for sid in sorted(chosen):
-        src, dst = features[sid], out / f"{sid}.h5"
-        ann = find_annotation(annotation_dir, sid)
-        n_lesion += ann is not None
-        if dst.is_symlink():
-            dst.unlink()
-        if _labelled_from(dst, src) and dst.stat().st_mtime >= src.stat().st_mtime:  # done on an earlier run
-            continue
-        if src.suffix.lower() == ".pt":  # a CLAM .pt bag: written as .h5 first, then labelled in place
-            link_features({sid: src}, out)
-            src = dst
-        add_patch_labels(src, ann, dst, link=src.resolve() != dst.resolve())
-    print(f"      patch labels for {len(chosen)} slide(s), {n_lesion} with a lesion outline -> {out}")
-    return out
-
-
-def _labelled_from(path: Path, src: Path) -> bool:
-    """``path`` holds ``patch_labels``, and its external links (if any) lead to ``src`` where it is now."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            links = [f.get(k, getlink=True) for k in f]
-            return "patch_labels" in f and all(link.filename == str(src.resolve()) for link in links
-                                               if isinstance(link, h5py.ExternalLink))
-    except (OSError, FileNotFoundError):
-        return False
-
-
-# ----------------------------------------------------------------------------------------------------
-# tables
-# ----------------------------------------------------------------------------------------------------
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write dict rows as CSV atomically (columns in first-seen order)."""
-    import pandas as pd
-
-    from wsigraph.utils.atomic import atomic_path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols: list[str] = []
-    for r in rows:
-        cols += [c for c in r if c not in cols]
-    with atomic_path(path) as tmp:
-        pd.DataFrame(list(rows), columns=cols).to_csv(tmp, index=False)
-    return path
-
-
 def write_manifest(path: Path, rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> Path:
-    """Write the cohort manifest and print its class and split counts."""
-    from collections import Counter
+    """Write the cohort manifest (:func:`wsigraph.data.manifest.write_manifest`) and print its class and split
+    counts."""
+    from wsigraph.data.manifest import write_manifest as write
 
-    write_csv(path, rows)
-    by_class = Counter(r["label"] for r in rows)
-    by_split = Counter(r.get("split") or "-" for r in rows)
+    by_class, by_split = write(path, rows, classes)
     print(f"      manifest {path}: {len(rows)} slides; " + ", ".join(f"{c} {by_class.get(c, 0)}" for c in classes)
-          + ("; splits " + ", ".join(f"{s} {n}" for s, n in sorted(by_split.items())) if "-" not in by_split else ""))
+          + ("; splits " + ", ".join(f"{s} {n}" for s, n in by_split.items()) if by_split else ""))
     return path
 
 
-def read_table(path: Path) -> "Any":
-    """A CSV/TSV or ``.xlsx`` label table as a DataFrame of strings (:func:`wsigraph.data.tables.read_table`)."""
-    from wsigraph.data.tables import read_table as read
-
-    return read(path)
-
-
-# ----------------------------------------------------------------------------------------------------
-# the benchmark
-# ----------------------------------------------------------------------------------------------------
-
-
+# ---- the benchmark -------------------------------------------------------------------------------
 def bench_config(template: Path, cohorts: Sequence[dict[str, Any]], out: Path, args: argparse.Namespace) -> dict:
-    """The example's bench config with the cohorts' paths filled in (and ``--quick`` / ``--models`` applied)."""
-    import yaml
+    """The example's bench config with the cohorts' paths filled in, ``--quick`` / ``--models`` applied
+    (:func:`wsigraph.bench.fill_bench_template`); a quick run has its own results folder ``OUT/results-quick``
+    (other epochs and model sizes: the harness refuses to mix them with ``OUT/results``)."""
+    from wsigraph.bench import fill_bench_template
 
-    if not Path(template).is_file():
-        raise ExampleError(f"{template}: bench config does not exist")
-    raw = yaml.safe_load(Path(template).read_text(encoding="utf-8")) or {}
-    by_name = {c["name"]: c for c in cohorts}
-    filled = []
-    for c in raw.get("cohorts", []):
-        if c.get("name") in by_name:
-            filled.append({**c, **by_name[c["name"]]})
-    raw["cohorts"] = filled or list(cohorts)
-    if getattr(args, "random_init", False):  # tests only: features of an encoder without weights
-        for c in raw["cohorts"]:
-            c["allow_random_features"] = True
-    # a quick run has other epochs and model sizes: its own results folder (the harness refuses to mix them)
-    raw["output_dir"] = str((out / ("results-quick" if args.quick else "results")).resolve())
-    if args.models:
-        wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-        models = [m for m in raw.get("models", []) if m.get("label") in wanted or m.get("name") in wanted]
-        unknown = [w for w in wanted if not any(w in (m.get("label"), m.get("name")) for m in raw.get("models", []))]
-        if unknown:
-            raise ExampleError(f"--models: {unknown} not in {template} (labels: "
-                             f"{[m.get('label') for m in raw.get('models', [])]})")
-        raw["models"] = models
-        labels = [m.get("label") or m.get("name") for m in models]
-        if raw.get("reference") not in labels:  # the Wilcoxon reference must be one of the models run
-            raw["reference"] = labels[0]
-    if args.quick:
-        raw["seeds"] = [0]
-        raw["train"] = {**(raw.get("train") or {}), **QUICK_TRAIN}
-        for m in raw.get("models", []):
-            m["params"] = {**(m.get("params") or {}), **QUICK_MODEL_PARAMS.get(m.get("name"), {})}
-        for c in raw["cohorts"]:
-            if c.get("split_mode") in ("kfold", "auto"):
-                c["n_folds"] = 2
-    return raw
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    return fill_bench_template(template, cohorts, out / ("results-quick" if args.quick else "results"),
+                               models=models, quick=args.quick,
+                               allow_random_features=getattr(args, "random_init", False))  # tests only
 
 
 def run_bench(raw: dict, out: Path, example: str, force_new_config: bool = False) -> Path:
     """Write ``out/bench.yaml``, run the harness, print where the table is and the table; returns table.md."""
-    import yaml
+    from wsigraph.bench import load_bench_config, run_benchmark, write_bench_config
 
-    from wsigraph.utils.atomic import atomic_write_text
-
-    cfg_path = out / "bench.yaml"
-    atomic_write_text(cfg_path, f"# written by examples/{example}/run.py; rerun: wsigraph bench --config "
-                                f"{cfg_path}\n" + yaml.safe_dump(raw, sort_keys=False))
+    cfg_path = write_bench_config(raw, out / "bench.yaml", f"written by examples/{example}/run.py; rerun: "
+                                                           f"wsigraph bench --config {out / 'bench.yaml'}")
     print(f"      bench config {cfg_path}")
-    try:
-        from wsigraph.bench import load_bench_config, run_benchmark
-    except ImportError as e:
-        raise ExampleError(f"the accuracy harness (wsigraph.bench) is not importable ({e}); the manifest and "
-                           f"config are ready: run `wsigraph bench --config {cfg_path}` once it is installed") from e
     run_benchmark(load_bench_config(raw, base_dir=out), force_new_config=force_new_config)
     table = Path(raw["output_dir"]) / "table.md"
     print(f"\nresults table: {table}\n")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common as C  # noqa: E402
+from wsigraph.data.tables import read_table  # noqa: E402
+from wsigraph.pipeline.slides import feature_folder  # noqa: E402
 
 SUBTYPES = ["N", "PB", "UDH", "FEA", "ADH", "DCIS", "IC"]
 GROUP = {"N": "benign", "PB": "benign", "UDH": "benign", "FEA": "atypical", "ADH": "atypical",
@@ -34,7 +36,7 @@ EX = C.Example("bracs", LAYOUTS)
 
 def sheet_labels(path: Path) -> dict[str, dict[str, str]]:
     """{slide_id: {subtype, split, case_id}} from the official sheet."""
-    df = C.read_table(path)
+    df = read_table(path)
     df.columns = [str(c).strip() for c in df.columns]
     need = [c for c in ("WSI Filename", "WSI label", "Set") if c not in df.columns]
     if need:
@@ -137,7 +139,7 @@ def run(argv=None) -> int:
             print("      the SRMIL pickles carry the 3-class labels only: running the 3-class task")
             tasks = ["3"]
         cohort = C.import_pickles(found, ["train", "val", "test"], args.classes, out / "srmil_import")
-        feats = C.explicit_feature_folder(out / "srmil_import" / "features")
+        feats = feature_folder(out / "srmil_import" / "features")
         labels = {r.slide_id: {"subtype": r.label, "split": r.split, "case_id": ""} for r in cohort.table.itertuples()}
         source = "the pickles' graph_y"
     else:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common as C  # noqa: E402
+from wsigraph.pipeline.slides import FeatureFolder  # noqa: E402
 
 CLASSES = ["normal", "tumor"]
 N_TRAIN, N_TEST = 270, 129
@@ -159,14 +160,15 @@ def _annotations(args, data: Path) -> list[Path]:
     return [c for c in cands if c.exists()]
 
 
-def _localisation(rows: list[dict], folder: C.FeatureFolder, annotations: list[Path], out: Path) -> Path:
+def _localisation(rows: list[dict], folder: FeatureFolder, annotations: list[Path], out: Path) -> Path:
     """Patch labels for the test slides whose lesions are known; returns the feature folder for the harness."""
     if not annotations:
         print("      no lesion outlines (testing/lesion_annotations[.zip]): localisation is not scored")
         return folder.path
-    from wsigraph.data.annotations import find_annotation
+    from wsigraph.data.annotations import collect_annotations, find_annotation
+    from wsigraph.pipeline.patch_labels import label_feature_files
 
-    ann_dir = C.unpack_annotations(annotations, out / "annotations")
+    ann_dir = collect_annotations(annotations, out / "annotations")
     test = [r for r in rows if r["split"] == "test" and r["slide_id"].lower() not in NO_LOCALISATION]
     if not any(find_annotation(ann_dir, r["slide_id"]) for r in test):
         print(f"      no outline of a test slide in {C.listing(str(a) for a in annotations)}: localisation "
@@ -179,7 +181,11 @@ def _localisation(rows: list[dict], folder: C.FeatureFolder, annotations: list[P
         if r["slide_id"].lower() in NO_LOCALISATION:
             print(f"      {r['slide_id']}: no patch labels, {NO_LOCALISATION[r['slide_id'].lower()]}")
     chosen = [r["slide_id"] for r in test if r["slide_id"] not in unknown and r["slide_id"] in folder.files]
-    return C.label_patches(folder.files, ann_dir, chosen, out / "features_labelled")
+    labelled = out / "features_labelled"
+    used = label_feature_files(folder.files, ann_dir, chosen, labelled)  # slide id -> its outline (None: all 0)
+    print(f"      patch labels for {len(used)} slide(s), {sum(a is not None for a in used.values())} with a lesion "
+          f"outline -> {labelled}")
+    return labelled
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common as C  # noqa: E402
+from wsigraph.pipeline.slides import strip_slide_suffix  # noqa: E402
 
 LAYOUTS = [
     "features      h5_files/<slide_id>.h5 (CLAM), <mag>x_<ps>px_<ov>px_overlap/features_<enc>/<slide_id>.h5",
@@ -58,7 +59,7 @@ def run(argv=None) -> int:
 
     print("[3/4] manifest")
     table = cohort.labeled().table
-    ids = {sid: C.strip_suffix(sid) for sid in table["slide_id"]}
+    ids = {sid: strip_slide_suffix(sid) for sid in table["slide_id"]}
     absent = [sid for sid, stem in ids.items() if stem not in feats.files]
     if absent:
         print(f"      {len(absent)} slide(s) of {labels} have no feature file, left out: {C.listing(absent)}")

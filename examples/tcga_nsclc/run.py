@@ -14,6 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common as C  # noqa: E402
+from wsigraph.data.tables import read_table  # noqa: E402
+from wsigraph.pipeline.slides import FeatureFolder, feature_folder, strip_slide_suffix  # noqa: E402
 
 CLASSES = ["LUAD", "LUSC"]
 BARCODE = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}", re.IGNORECASE)
@@ -44,7 +46,7 @@ def label_table(args, data: Path) -> tuple[dict[str, str], dict[str, str], str] 
     """({slide_id: LUAD|LUSC}, {slide_id: case_id}, source) from --labels / labels.csv or a GDC sample sheet."""
     labels_csv = Path(args.labels) if args.labels else C.first_existing([data / "labels.csv"])
     if labels_csv is not None:
-        df = C.read_table(labels_csv)
+        df = read_table(labels_csv)
         need = [c for c in ("slide_id", "label") if c not in df.columns]
         if need:
             raise C.ExampleError(f"{labels_csv}: missing column(s) {need}; columns present: {list(df.columns)}")
@@ -54,7 +56,7 @@ def label_table(args, data: Path) -> tuple[dict[str, str], dict[str, str], str] 
             value = value.strip().upper().replace("TCGA-", "")
             if value not in CLASSES:
                 raise C.ExampleError(f"{labels_csv}, line {line}: label {value!r} is not LUAD or LUSC")
-            sid = C.strip_suffix(sid.strip())
+            sid = strip_slide_suffix(sid.strip())
             lab[sid] = value
             if case.strip():
                 cases[sid] = case.strip()
@@ -62,7 +64,7 @@ def label_table(args, data: Path) -> tuple[dict[str, str], dict[str, str], str] 
     sheets = sorted(data.glob("gdc_sample_sheet*.tsv")) + sorted(data.glob("gdc_sample_sheet*.csv"))
     if args.sample_sheet or sheets:
         sheet = Path(args.sample_sheet) if args.sample_sheet else sheets[0]
-        df = C.read_table(sheet)
+        df = read_table(sheet)
         need = [c for c in ("File Name", "Project ID") if c not in df.columns]
         if need:
             raise C.ExampleError(f"{sheet}: missing GDC column(s) {need}; columns present: {list(df.columns)}")
@@ -114,7 +116,9 @@ def run(argv=None) -> int:
         if len(folders) > 1 and all(project_of(f.path / "x", data) for f in folders):
             files = {s: p for f in folders for s, p in f.files.items()}
             print("      " + "; ".join(f"{project_of(f.path / 'x', data)}: {f.describe()}" for f in folders))
-            return C.FeatureFolder("merged", C.link_features(files, out / "features"), files)
+            from wsigraph.pipeline.patch_labels import gather_feature_files
+
+            return FeatureFolder("merged", gather_feature_files(files, out / "features"), files)
         return C.find_one_feature_folder(data, miss)
 
     def pickles(miss):
@@ -149,7 +153,7 @@ def run(argv=None) -> int:
     if kind == "srmil-pickle":
         C.require_trust(EX.name, found, args)
         cohort = C.import_pickles(found, None, args.classes, out / "srmil_import")
-        feats = C.explicit_feature_folder(out / "srmil_import" / "features")
+        feats = feature_folder(out / "srmil_import" / "features")
         ids = list(cohort.table.slide_id)
         cases = {s: s for s in ids if not BARCODE.match(s)}  # numbered items: no patient known
         if cases:

@@ -458,6 +458,58 @@ def test_label_feature_folder(tmp_path, camelyon_xml):
         label_feature_folder(feat_dir, ann_dir, missing="zeros")
 
 
+def test_collect_annotations_from_zip_uses_base_names_only(tmp_path):
+    """A zip entry's folders (``..``, absolute, Windows separators) are dropped: nothing lands outside ``out``."""
+    import zipfile
+
+    from wsigraph.data.annotations import collect_annotations
+
+    src, out = tmp_path / "src", tmp_path / "work" / "out"
+    src.mkdir()
+    with zipfile.ZipFile(src / "lesion_annotations.zip", "w") as z:
+        z.writestr("lesion_annotations/test_001.xml", "<a/>")
+        z.writestr("../../evil.xml", "<evil/>")
+        z.writestr("/abs/test_002.geojson", "{}")
+        z.writestr("..\\..\\win.json", "[]")
+        z.writestr("__MACOSX/lesion_annotations/._test_001.xml", "resource fork")
+        z.writestr(".hidden.xml", "<h/>")
+        z.writestr("notes.txt", "not an outline")
+        z.writestr("folder/", "")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert collect_annotations([src / "lesion_annotations.zip"], out) == out
+    assert sorted(p.name for p in out.iterdir()) == ["evil.xml", "test_001.xml", "test_002.geojson", "win.json"]
+    assert (out / "evil.xml").read_text() == "<evil/>" and (out / "test_001.xml").read_text() == "<a/>"
+    added = sorted(set(str(p) for p in tmp_path.rglob("*")) - set(before))
+    assert added == sorted([str(out.parent), str(out)] + [str(p) for p in out.iterdir()])
+    assert not (tmp_path / "evil.xml").exists() and not (tmp_path.parent / "evil.xml").exists()
+
+
+def test_collect_annotations_from_folders_and_files(tmp_path, caplog):
+    from wsigraph.data.annotations import collect_annotations
+
+    a, b = tmp_path / "training" / "lesion_annotations", tmp_path / "testing"
+    (a / "sub").mkdir(parents=True)
+    (a / "sub" / "tumor_001.xml").write_text("<t1/>")
+    (a / "._tumor_001.xml").write_text("fork")
+    (a / ".git").mkdir()
+    (a / ".git" / "tumor_009.xml").write_text("<hidden folder/>")
+    (a / "readme.md").write_text("no")
+    b.mkdir()
+    (b / "test_001.GEOJSON").write_text("{}")
+    (b / "tumor_001.xml").write_text("<t1 again/>")
+    single = tmp_path / "test_002.json"
+    single.write_text("[]")
+    out = collect_annotations([a, single, b], tmp_path / "out")
+    assert sorted(p.name for p in out.iterdir()) == ["test_001.GEOJSON", "test_002.json", "tumor_001.xml"]
+    assert (out / "tumor_001.xml").read_text() == "<t1 again/>"  # the later source wins, with a warning
+    assert "tumor_001.xml" in caplog.text and str(a / "sub" / "tumor_001.xml") in caplog.text
+    assert collect_annotations([tmp_path / "out"], tmp_path / "out") == out  # out itself as a source: no-op
+    with pytest.raises(MissingFileError, match="nowhere.zip: annotation folder or archive does not exist"):
+        collect_annotations([tmp_path / "nowhere.zip"], out)
+    with pytest.raises(InputError, match="readme.md: not a folder, a .zip archive or an outline file"):
+        collect_annotations([a / "readme.md"], out)
+
+
 # ----------------------------------------------------------------------------------------------------
 # bad annotation files: the message names the file and the element / feature at fault
 # ----------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from wsigraph.cli import main
 from wsigraph.data.features import write_features
-from wsigraph.data.manifest import Cohort, cohort_from_records, read_manifest
+from wsigraph.data.manifest import Cohort, cohort_from_records, read_manifest, write_manifest
 from wsigraph.data.splits import Splits, make_splits, read_splits_csv
 from wsigraph.errors import ConfigError, InputError, MissingFileError
 
@@ -324,3 +324,32 @@ def test_cli_split(tmp_path, capsys):
     assert main(["split", str(bad), "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert "dup.csv, line 3: duplicate slide_id 'a'" in err
+
+
+def test_write_manifest_counts_and_reads_back(tmp_path):
+    rows = [{"slide_id": "t1", "label": "tumor", "split": "train", "case_id": "p1"},
+            {"slide_id": "n1", "label": "normal", "split": "train", "case_id": "p2"},
+            {"slide_id": "t2", "label": "tumor", "split": "test", "case_id": "p3"}]
+    by_class, by_split = write_manifest(tmp_path / "manifest.csv", rows, ["normal", "tumor", "other"])
+    assert list(by_class.items()) == [("normal", 1), ("tumor", 2), ("other", 0)]
+    assert list(by_split.items()) == [("test", 1), ("train", 2)]
+    cohort = read_manifest(tmp_path / "manifest.csv", classes=["normal", "tumor"])
+    assert list(cohort.table.slide_id) == ["t1", "n1", "t2"] and cohort.has_split_column
+    assert list(cohort.table.split) == ["train", "train", "test"]
+    # a row without a split (cross-validation): no split counts; labels beyond the classes are counted, sorted
+    by_class, by_split = write_manifest(tmp_path / "cv.csv", [*rows[:2], {"slide_id": "x", "label": "b"},
+                                                               {"slide_id": "y", "label": "a"}], ["tumor"])
+    assert list(by_class.items()) == [("tumor", 1), ("a", 1), ("b", 1), ("normal", 1)] and by_split == {}
+
+
+def test_write_manifest_bad_rows_are_named(tmp_path):
+    path = tmp_path / "m.csv"
+    with pytest.raises(InputError, match="m.csv: no slides to write"):
+        write_manifest(path, [])
+    with pytest.raises(InputError, match=r"m.csv, line 3: the row has no 'label'"):
+        write_manifest(path, [{"slide_id": "a", "label": "x"}, {"slide_id": "b", "label": " "}])
+    with pytest.raises(InputError, match=r"m.csv, line 3: slide_id 'a' is already on line 2"):
+        write_manifest(path, [{"slide_id": "a", "label": "x"}, {"slide_id": "a", "label": "y"}])
+    with pytest.raises(InputError, match=r"m.csv, line 2: slide_id '\.\./a'"):
+        write_manifest(path, [{"slide_id": "../a", "label": "x"}])
+    assert not path.exists()  # nothing written when a row is bad

@@ -40,3 +40,18 @@ def test_bad_tables_are_named(tmp_path):
     (tmp_path / "broken.xlsx").write_bytes(b"not a zip file")
     with pytest.raises(InputError, match="broken.xlsx: cannot be read as a table"):
         read_table(tmp_path / "broken.xlsx")
+
+
+def test_write_csv_rows_columns_in_first_seen_order_and_empty_cells(tmp_path):
+    from wsigraph.data.tables import write_csv_rows
+
+    rows = [{"slide_id": "s1", "label": "a"}, {"slide_id": "s2", "label": "b", "case_id": None},
+            {"split": "test", "slide_id": "007", "label": "a,b", "score": float("nan"), "n": 3}]
+    path = write_csv_rows(tmp_path / "sub" / "t.csv", rows)
+    assert path == tmp_path / "sub" / "t.csv"
+    assert path.read_text().splitlines() == ["slide_id,label,case_id,split,score,n", "s1,a,,,,", "s2,b,,,,",
+                                             '007,"a,b",,test,,3']
+    df = read_table(path)  # read back as written: zero-padded ids stay as they are
+    assert df["slide_id"].tolist() == ["s1", "s2", "007"] and df["label"].tolist() == ["a", "b", "a,b"]
+    assert [p.name for p in path.parent.iterdir()] == ["t.csv"]  # written atomically: no temporary file left
+    assert write_csv_rows(tmp_path / "empty.csv", []).read_text() == "\n"

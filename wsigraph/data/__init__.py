@@ -24,6 +24,7 @@ _LAZY = {
     "Cohort": "wsigraph.data.manifest",
     "read_manifest": "wsigraph.data.manifest",
     "cohort_from_records": "wsigraph.data.manifest",
+    "write_manifest": "wsigraph.data.manifest",
     "Splits": "wsigraph.data.splits",
     "make_splits": "wsigraph.data.splits",
     "read_splits_csv": "wsigraph.data.splits",
@@ -37,7 +38,7 @@ _LAZY = {
     **{name: "wsigraph.data.annotations" for name in (
         "AnnotationPolygon", "read_asap_xml", "read_geojson_annotations", "read_annotations",
         "patch_labels_from_polygons", "lesion_fraction", "lesion_components", "add_patch_labels",
-        "find_annotation")},
+        "find_annotation", "collect_annotations")},
 }
 
 

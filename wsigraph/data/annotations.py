@@ -626,6 +626,70 @@ def _write_links(src: Path, out: Path) -> None:
                 g[name] = h5py.ExternalLink(target, f"/{name}")
 
 
+def collect_annotations(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Gather lesion outline files (``.xml``/``.geojson``/``.json``) from folders and ``.zip`` archives into
+    one folder ``out``, the ``annotation_dir`` of :func:`find_annotation`; returns ``out``.
+
+    Args:
+        sources: folders (searched recursively), ``.zip`` archives, or single outline files.
+        out: the folder to fill (made when missing); files already there with the same name are replaced.
+
+    Only a file's base name is used (``a/b/test_001.xml`` and a zip entry ``../../test_001.xml`` both
+    become ``out/test_001.xml``), so nothing is written outside ``out``; hidden names (``.x.xml``, macOS
+    ``._x.xml``, and in source folders anything under a hidden folder) are skipped. Every file is written
+    atomically. When two sources hold the same name, the later one wins (a warning names both).
+
+    Raises:
+        MissingFileError: a source does not exist. InputError: a source file that is neither an archive
+        nor an outline file, or an unreadable archive (naming it).
+    """
+    import shutil
+    import zipfile
+
+    from wsigraph.utils.atomic import atomic_path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    keep = XML_SUFFIXES + GEOJSON_SUFFIXES
+    seen: dict[str, str] = {}
+
+    def wanted(name: str) -> bool:
+        return bool(name) and not name.startswith(".") and Path(name).suffix.lower() in keep
+
+    def target(name: str, origin: str) -> Path:
+        if name in seen:
+            log.warning("annotation %s from %s replaces the one from %s", name, origin, seen[name])
+        seen[name] = origin
+        return out / name
+
+    for src in map(Path, sources):
+        if src.is_dir():
+            for f in sorted(src.rglob("*")):
+                hidden = any(part.startswith(".") for part in f.relative_to(src).parts)
+                if f.is_file() and not hidden and wanted(f.name) and f.resolve().parent != out.resolve():
+                    with atomic_path(target(f.name, str(f))) as tmp:
+                        shutil.copyfile(f, tmp)
+        elif not src.exists():
+            raise MissingFileError(f"{src}: annotation folder or archive does not exist")
+        elif zipfile.is_zipfile(src):
+            try:
+                with zipfile.ZipFile(src) as z:
+                    for info in z.infolist():
+                        name = info.filename.replace("\\", "/").rsplit("/", 1)[-1]  # the base name only
+                        if not info.is_dir() and wanted(name):
+                            with atomic_path(target(name, f"{src}:{info.filename}")) as tmp, \
+                                    z.open(info) as fin, open(tmp, "wb") as fout:
+                                shutil.copyfileobj(fin, fout)
+            except (zipfile.BadZipFile, NotImplementedError, EOFError) as e:  # corrupt, unsupported compression
+                raise InputError(f"{src}: cannot read the archive ({e})") from e
+        elif wanted(src.name):
+            with atomic_path(target(src.name, str(src))) as tmp:
+                shutil.copyfile(src, tmp)
+        else:
+            raise InputError(f"{src}: not a folder, a .zip archive or an outline file ({', '.join(keep)})")
+    return out
+
+
 def find_annotation(annotation_dir: str | os.PathLike, slide_id: str) -> Path | None:
     """The annotation file of ``slide_id`` in ``annotation_dir`` (``<slide_id>.xml``/``.geojson``/``.json``)."""
     from wsigraph.pipeline.paths import slide_file

@@ -25,7 +25,7 @@ import pandas as pd
 
 from wsigraph.errors import ConfigError, InputError, MissingFileError
 from wsigraph.pipeline.paths import check_slide_id
-from wsigraph.slide.reader import OTHER_SLIDE_SUFFIXES, SLIDE_SUFFIXES
+from wsigraph.pipeline.slides import strip_slide_suffix as _strip_slide_suffix  # ids given with an extension
 
 log = logging.getLogger("wsigraph")
 
@@ -33,8 +33,6 @@ SPLIT_NAMES = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                   "test": "test", "testing": "test"}
 _NA_TOKENS = {"", "na", "nan", "none", "null", "n/a"}
-# extensions users sometimes leave on slide ids (slide and feature files); stripped when matching feature files
-_SLIDE_SUFFIXES = SLIDE_SUFFIXES + OTHER_SLIDE_SUFFIXES + (".h5", ".hdf5", ".pt")
 _MAX_LISTED = 10
 
 TABLE_COLUMNS = ("slide_id", "label", "label_index", "case_id", "split", "feature_path")
@@ -181,14 +179,6 @@ class Cohort:
         with atomic_path(path) as tmp:
             df.to_csv(tmp, index=False, na_rep="")
         return Path(path)
-
-
-def _strip_slide_suffix(slide_id: str) -> str:
-    low = slide_id.lower()
-    for suf in _SLIDE_SUFFIXES:
-        if low.endswith(suf):
-            return slide_id[: -len(suf)]
-    return slide_id
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -382,6 +372,47 @@ def _check_case_splits(path: Path, lines: list[int], case_ids: list[str], splits
             raise InputError(f"{path}, line {ln}: case_id {case!r} is in split {split!r} here but in "
                              f"{other_split!r} on line {other_line}; a patient's slides must share one split")
         first.setdefault(case, (split, ln))
+
+
+def write_manifest(path: str | os.PathLike, rows: Sequence[dict[str, Any]], classes: Sequence[str] | None = None
+                   ) -> tuple[dict[str, int], dict[str, int]]:
+    """Write a cohort manifest (the CSV :func:`read_manifest` reads) atomically; returns its counts.
+
+    Args:
+        path: the ``.csv`` to write.
+        rows: one dict per slide with ``slide_id`` and ``label``, and optionally ``case_id``, ``split`` and
+            more columns (columns in first-seen order, see :func:`wsigraph.data.tables.write_csv_rows`).
+        classes: class order of the returned counts (None: sorted labels).
+
+    Returns:
+        ``(slides per class, slides per split)``: every class of ``classes`` in order (0 when it has no
+        slide), then any other label, sorted; split name -> slides, sorted, empty when a row has no split.
+
+    Raises:
+        InputError: no rows, a row without ``slide_id`` or ``label``, an unsafe or repeated ``slide_id``
+        (naming the line the row would have in ``path``; line 1 is the header).
+    """
+    from wsigraph.data.tables import write_csv_rows
+
+    path = Path(path)
+    if not rows:
+        raise InputError(f"{path}: no slides to write")
+    first: dict[str, int] = {}
+    for line, r in enumerate(rows, start=2):
+        for key in ("slide_id", "label"):
+            if r.get(key) is None or str(r[key]).strip() == "":
+                raise InputError(f"{path}, line {line}: the row has no {key!r} (keys: {sorted(r)})")
+        sid = check_slide_id(str(r["slide_id"]), f"{path}, line {line}")
+        if sid in first:
+            raise InputError(f"{path}, line {line}: slide_id {sid!r} is already on line {first[sid]}")
+        first[sid] = line
+    write_csv_rows(path, rows)
+    labels = Counter(str(r["label"]) for r in rows)
+    by_class = {c: labels.get(c, 0) for c in classes or ()}
+    by_class.update({k: labels[k] for k in sorted(labels) if k not in by_class})
+    splits = [str(r.get("split") or "") for r in rows]
+    by_split = dict(sorted(Counter(splits).items())) if all(splits) else {}
+    return by_class, by_split
 
 
 def cohort_from_records(records: Sequence[dict[str, Any]], classes: Sequence[str] | None = None) -> Cohort:

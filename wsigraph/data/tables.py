@@ -1,10 +1,11 @@
 """Label and clinical tables as users have them: CSV, TSV (delimiter sniffed from the header) or an Excel
-``.xlsx`` sheet (read by pandas with openpyxl), always as a DataFrame of strings with stripped headers."""
+``.xlsx`` sheet (read by pandas with openpyxl), always as a DataFrame of strings with stripped headers;
+and tables we write (:func:`write_csv_rows`: dict rows as CSV, atomically)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from wsigraph.errors import InputError, MissingDependencyError, MissingFileError
 
@@ -49,4 +50,30 @@ def read_table(path: str | os.PathLike, sheet: int | str = 0) -> Any:
     return df
 
 
-__all__ = ["TABLE_SUFFIXES", "read_table"]
+def write_csv_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write dict rows as a UTF-8 CSV with a header, atomically; returns ``path``.
+
+    Columns come in first-seen order (a key first seen in row 3 comes after those of rows 1-2). Values are
+    written as ``str(value)``; a missing key, None and NaN leave the cell empty. No rows: an empty table.
+    """
+    import csv
+    import math
+
+    from wsigraph.utils.atomic import atomic_path
+
+    path = Path(path)
+    cols: list[str] = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+
+    def cell(v: Any) -> Any:
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(cols)
+        w.writerows([cell(r.get(c)) for c in cols] for r in rows)
+    return path
+
+
+__all__ = ["TABLE_SUFFIXES", "read_table", "write_csv_rows"]

@@ -3,7 +3,10 @@
 The one place that turns what a user gives (a folder of slides, one slide file, a CSV manifest with a path
 column, a folder of coords files) into :class:`SlideJob` records; slide files are found by
 :func:`wsigraph.slide.find_slides` (one suffix list: :data:`wsigraph.slide.SLIDE_SUFFIXES`) and every slide
-id is checked by :func:`wsigraph.pipeline.paths.check_slide_id` before it names a file.
+id is checked by :func:`wsigraph.pipeline.paths.check_slide_id` before it names a file. Also what a data
+folder holds: whole-slide files (:func:`find_slide_files`), CLAM / TRIDENT / wsigraph feature folders
+(:func:`find_feature_folders`), the SRMIL paper's pickles (:func:`find_pickle_files`); and slide ids given
+with a file extension (:func:`strip_slide_suffix`).
 """
 from __future__ import annotations
 
@@ -11,14 +14,23 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from wsigraph.errors import InputError, MissingFileError
 from wsigraph.pipeline.paths import check_slide_id
+from wsigraph.slide.reader import OTHER_SLIDE_SUFFIXES, SLIDE_SUFFIXES
 from wsigraph.utils.folders import SIDE_FOLDERS, walk_folders
 
 #: manifest columns that hold the slide's path (the first present is used)
 PATH_COLUMNS = ("path", "slide_path", "wsi", "filename", "file")
+#: feature file extensions (removed from slide ids by :func:`strip_slide_suffix`, as slide extensions are)
+FEATURE_SUFFIXES = (".h5", ".hdf5", ".pt")
+#: whole-slide files looked for in a data folder (:func:`find_slide_files`): those of
+#: :data:`wsigraph.slide.SLIDE_SUFFIXES` less .png/.jpg (CLAM/TRIDENT thumbnails are not slides) and .dcm (a
+#: DICOM slide is a folder of files)
+DATA_SLIDE_SUFFIXES = tuple(s for s in SLIDE_SUFFIXES if s not in (".png", ".jpg", ".jpeg", ".dcm"))
+#: the SRMIL paper's feature files (:func:`find_pickle_files`)
+PICKLE_SUFFIXES = (".pkl", ".pickle")
 #: TRIDENT's job folder ``<mag>x_<patch>px_<overlap>px_overlap``
 _TRIDENT_DIR = re.compile(r"^\d+(\.\d+)?x_\d+px_\d+px_overlap$")
 
@@ -88,6 +100,13 @@ def read_slide_list(source: str | os.PathLike) -> list[SlideJob]:
     if not jobs:
         raise InputError(f"{source}: the manifest lists no slides")
     return list(jobs.values())
+
+
+def slide_jobs(files: Mapping[str, str | os.PathLike]) -> list[SlideJob]:
+    """One :class:`SlideJob` per ``slide id -> slide file`` (e.g. from :func:`find_slide_files`), sorted by id;
+    the in-memory form of :func:`read_slide_list`. Each id is checked (an ``InputError`` names it and its file)."""
+    return [SlideJob(slide_id=check_slide_id(sid, str(path)), slide_path=Path(path))
+            for sid, path in sorted(files.items())]
 
 
 def slide_id_of_coords(path: Path) -> str:
@@ -163,6 +182,17 @@ def classify_feature_folder(folder: str | os.PathLike) -> str:
     return "wsigraph"
 
 
+def feature_folder(folder: str | os.PathLike) -> FeatureFolder:
+    """The :class:`FeatureFolder` of one folder named by the user (e.g. ``--features DIR``): its kind by
+    :func:`classify_feature_folder`, its files by :func:`~wsigraph.data.features.list_feature_files` (none
+    when ``folder`` is not a folder)."""
+    from wsigraph.data.features import list_feature_files
+
+    folder = Path(folder)
+    files = list_feature_files(folder) if folder.is_dir() else {}
+    return FeatureFolder(classify_feature_folder(folder), folder, files)
+
+
 def find_feature_folders(root: str | os.PathLike, depth: int = 4, *,
                          exclude: Iterable[str | os.PathLike] = ()) -> list[FeatureFolder]:
     """Every feature folder under ``root`` (down to ``depth`` levels): CLAM ``h5_files/`` (``pt_files/``
@@ -182,5 +212,54 @@ def find_feature_folders(root: str | os.PathLike, depth: int = 4, *,
     return found
 
 
-__all__ = ["PATH_COLUMNS", "SIDE_FOLDERS", "FeatureFolder", "classify_feature_folder", "find_feature_folders", "SlideJob", "open_slide_with", "read_slide_list", "list_slide_files", "list_coords_files",
-           "slide_id_of_coords", "match_coords_to_slides"]
+# ---------------------------------------------------------------------------------------- names and pickles
+
+
+def strip_slide_suffix(slide_id: str) -> str:
+    """``S001.svs`` -> ``S001``: one slide or feature file extension removed (any case; those of
+    :data:`wsigraph.slide.SLIDE_SUFFIXES`, :data:`~wsigraph.slide.reader.OTHER_SLIDE_SUFFIXES` and
+    :data:`FEATURE_SUFFIXES`); other dots are kept (``TCGA-...-DX1.<uuid>`` stays as it is)."""
+    low = slide_id.lower()
+    for suf in SLIDE_SUFFIXES + OTHER_SLIDE_SUFFIXES + FEATURE_SUFFIXES:
+        if low.endswith(suf):
+            return slide_id[: -len(suf)]
+    return slide_id
+
+
+def find_slide_files(root: str | os.PathLike, depth: int = 4, *,
+                     exclude: Iterable[str | os.PathLike] = ()) -> dict[str, Path]:
+    """Slide id (file stem) -> whole-slide file, for the files of :data:`DATA_SLIDE_SUFFIXES` in ``root`` and
+    its sub-folders down to ``depth`` levels (:func:`wsigraph.slide.find_slides`; CLAM / TRIDENT side-output
+    folders such as ``masks/``, hidden and ``exclude`` folders are not entered). Nothing found: empty.
+
+    Raises:
+        MissingFileError: ``root`` does not exist. InputError: two slides share an id (naming both files).
+    """
+    from wsigraph.slide import find_slides
+
+    return dict(find_slides([root], depth=depth, suffixes=DATA_SLIDE_SUFFIXES, skip_dirs=SIDE_FOLDERS,
+                            exclude=exclude, allow_empty=True))
+
+
+def find_pickle_files(root: str | os.PathLike, depth: int = 2, *,
+                      exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """``*.pkl`` / ``*.pickle`` files (any case) in ``root`` and its sub-folders down to ``depth`` levels,
+    sorted; folders are walked by :func:`~wsigraph.utils.folders.walk_folders` (hidden, side-output and
+    ``exclude`` folders are not entered). Finding a pickle does not read it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MissingFileError(f"{root}: folder does not exist")
+    found: list[Path] = []
+    for d in walk_folders(root, depth, exclude=exclude):
+        try:
+            found += [f for f in d.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES and f.is_file()]
+        except OSError:  # unreadable folder: passed, as walk_folders does
+            continue
+    return sorted(found)
+
+
+__all__ = ["PATH_COLUMNS", "SIDE_FOLDERS", "DATA_SLIDE_SUFFIXES", "FEATURE_SUFFIXES", "PICKLE_SUFFIXES",
+           "SlideJob", "open_slide_with", "read_slide_list", "slide_jobs", "list_slide_files", "list_coords_files",
+           "slide_id_of_coords", "match_coords_to_slides", "FeatureFolder", "feature_folder",
+           "classify_feature_folder", "find_feature_folders", "find_slide_files", "find_pickle_files",
+           "strip_slide_suffix"]
