@@ -22,6 +22,21 @@ def test_demo_runs_the_whole_chain(tmp_path):
     fold = json.loads((tmp_path / "demo" / "run" / "fold_0" / "results.json").read_text())
     assert fold["n_slides"]["test"] >= 1 and (tmp_path / "demo" / "predictions" / "predictions.csv").exists()
     assert 0.0 <= result["localization"]["lesion_hit@10"] <= 1.0 or np.isnan(result["localization"]["lesion_hit@10"])
+    # the printed view command names folders the viewer can list: every test slide, with its prediction
+    assert lines[-1].endswith(result["view_command"]) and result["view_command"].startswith("wsigraph view ")
+    from wsigraph.cli import build_parser
+    from wsigraph.viewer.catalog import build_catalog
+
+    args = build_parser().parse_args(result["view_command"].split()[1:])
+    catalog = build_catalog(scores=args.scores, features=args.features, predictions=args.predictions)
+    tested = json.loads((tmp_path / "demo" / "run" / "fold_0" / "results.json").read_text())["n_slides"]["test"]
+    assert sum(e.scores is not None for e in catalog.values()) == tested
+    assert all(e.pred is not None for e in catalog.values() if e.scores is not None)
+    import pandas as pd
+
+    fold_dir = tmp_path / "demo" / "run" / "fold_0"
+    both = pd.read_csv(fold_dir / "predictions_test.csv")["label"].nunique() == 2
+    assert (fold_dir / "plots" / "roc_pr_test.png").exists() == both
 
 
 def test_demo_cli_rerun_reuses_finished_work(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "wsigraph.cli.extract",  # extract, preprocess
     "wsigraph.cli.train",  # train, evaluate, predict
     "wsigraph.cli.viz",  # heatmap
+    "wsigraph.cli.view",  # view
     "wsigraph.cli.bench",  # bench
     "wsigraph.cli.demo",  # demo
 )

@@ -297,7 +297,7 @@ def _slide_index(slides: str | os.PathLike | None) -> tuple[dict[str, Path], dic
     return by_id, {p.name: p for p in by_id.values()}
 
 
-def _recorded_slide_file(path: Path) -> str | None:
+def recorded_slide_file(path: Path) -> str | None:
     """The slide file name a score or feature file records (``slide_file``, or the name in ``slide_path``)."""
     if path.suffix.lower() not in (".h5", ".hdf5"):
         return None
@@ -365,7 +365,7 @@ def heatmap_jobs(scores: str | os.PathLike, *, features: str | os.PathLike | Non
         feat = feature_files.get(sid)
         image = Path(slide) if slide is not None else None
         if image is None and (by_id or by_name):
-            recorded = _recorded_slide_file(path) or (_recorded_slide_file(feat) if feat is not None else None)
+            recorded = recorded_slide_file(path) or (recorded_slide_file(feat) if feat is not None else None)
             image = by_name.get(recorded) if recorded else None
             image = image or by_id.get(sid)
         slide_mpp = mpp.get(sid) if isinstance(mpp, Mapping) else mpp(sid) if callable(mpp) else mpp
@@ -409,4 +409,5 @@ def heatmap_cohort(scores: str | os.PathLike, out_dir: str | os.PathLike, *,
 
 __all__ = ["HeatmapJob", "HeatmapOptions", "MppSpec", "NORMALIZE_CHOICES", "SCORE_SUFFIXES", "draw_heatmap",
            "heatmap_cohort", "heatmap_jobs", "heatmap_status", "list_score_files", "read_predictions",
+           "recorded_slide_file",
            "slide_id_of_scores"]
