@@ -28,7 +28,9 @@ def test_demo_runs_the_whole_chain(tmp_path):
     from wsigraph.viewer.catalog import build_catalog
 
     args = build_parser().parse_args(result["view_command"].split()[1:])
-    catalog = build_catalog(scores=args.scores, features=args.features, predictions=args.predictions)
+    catalog = build_catalog(scores=args.scores, features=args.features, predictions=args.predictions,
+                            manifest=args.manifest)
+    assert all(e.label in ("normal", "tumor") for e in catalog.values())  # true labels from the manifest
     tested = json.loads((tmp_path / "demo" / "run" / "fold_0" / "results.json").read_text())["n_slides"]["test"]
     assert sum(e.scores is not None for e in catalog.values()) == tested
     assert all(e.pred is not None for e in catalog.values() if e.scores is not None)

@@ -126,7 +126,7 @@ def run_demo(out_dir: str | os.PathLike = "wsigraph-demo", settings: DemoSetting
     seconds = time.perf_counter() - t0
     echo(f"done in {seconds:.0f} s; results in {out / 'run'} (plots in {checkpoint.parent / 'plots'})")
     view = (f"wsigraph view --scores {out / 'predictions' / 'scores'} --features {out / 'cohort' / 'features'} "
-            f"--predictions {out / 'predictions' / 'predictions.csv'}")
+            f"--predictions {out / 'predictions' / 'predictions.csv'} --manifest {out / 'cohort' / 'manifest.csv'}")
     echo(f"look at every test slide's scores in a browser: {view}")
     return {"metrics": test, "localization": {"patch_auc": patch_auc, "lesion_hit@10": hit},
             "heatmap": str(heatmap), "checkpoint": str(checkpoint), "seconds": seconds, "view_command": view}

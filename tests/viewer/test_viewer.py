@@ -238,3 +238,23 @@ def test_catalog_pairs_predictions_annotations_and_masks(slide_cohort, tmp_path)
         server.stop()
     with pytest.raises(InputError, match="nothing to show"):
         build_catalog(features=tmp_path / "ann")
+
+
+def test_catalog_takes_true_labels_from_a_manifest(tmp_path):
+    from wsigraph.data.synthetic import make_synthetic_cohort
+
+    cohort = make_synthetic_cohort(tmp_path / "synth", n_slides=4, dim=4, grid=(8, 8), seed=0)
+    a, b = cohort.slide_ids[:2]
+    preds = tmp_path / "predictions.csv"
+    preds.write_text(f"slide_id,pred,prob_normal,prob_tumor\n{a},tumor,0.2,0.8\n")  # predict without labels
+    catalog = build_catalog(features=tmp_path / "synth" / "features", predictions=preds,
+                            manifest=tmp_path / "synth" / "manifest.csv")
+    truth = dict(zip(cohort.slide_ids, cohort.table["label"]))
+    assert [catalog[s].label for s in cohort.slide_ids] == [truth[s] for s in cohort.slide_ids]
+    assert catalog[a].pred == "tumor" and catalog[b].pred is None
+    bad = tmp_path / "bad.csv"
+    bad.write_text("slide,diagnosis\nx,tumor\n")
+    with pytest.raises(InputError, match=r"bad\.csv: manifest has no column slide_id, label"):
+        build_catalog(features=tmp_path / "synth" / "features", manifest=bad)
+    with pytest.raises(InputError, match="manifest not found"):
+        build_catalog(features=tmp_path / "synth" / "features", manifest=tmp_path / "nope.csv")

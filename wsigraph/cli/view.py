@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotations", metavar="DIR", help="folder of lesion outlines <slide_id>.xml/.geojson/.json")
     p.add_argument("--masks", metavar="DIR", help="folder of tissue masks <slide_id>.png (segment's OUT/masks)")
     p.add_argument("--predictions", metavar="CSV", help="predict's predictions.csv (label and prediction per slide)")
+    p.add_argument("--manifest", metavar="CSV", help="cohort manifest (slide_id, label): the slides' true labels")
     p.add_argument("--top-k", type=int, default=16, help="patches in the top-k layer (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: %(default)s; anything not local needs --allow-remote)")
@@ -38,7 +39,8 @@ def _view(args: argparse.Namespace) -> int:
 
         raise InputError("nothing to show: give --slides, --scores and/or --features")
     catalog = build_catalog(slides=args.slides, scores=args.scores, features=args.features,
-                            annotations=args.annotations, masks=args.masks, predictions=args.predictions)
+                            annotations=args.annotations, masks=args.masks, predictions=args.predictions,
+                            manifest=args.manifest)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per tile request
     server = ViewerServer(catalog, args.host, args.port, allow_remote=args.allow_remote, top_k=args.top_k)
     print(f"wsigraph view: {len(catalog)} slide(s); open {server.url} (Ctrl-C stops)", flush=True)

@@ -49,10 +49,27 @@ def _dir(path: str | os.PathLike | None, what: str) -> Path | None:
     return p
 
 
+def _manifest_labels(path: Path) -> dict[str, str]:
+    """slide_id -> label of a manifest CSV (rows without a label left out); the class order is not needed."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise MissingFileError(f"{path}: manifest not found")
+    try:
+        table = pd.read_csv(path, sep=None, engine="python", dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as e:
+        raise InputError(f"{path}: cannot be read as a CSV manifest ({e})") from e
+    missing = [c for c in ("slide_id", "label") if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: manifest has no column {', '.join(missing)} (columns: {', '.join(table.columns)})")
+    return {sid.strip(): lab.strip() for sid, lab in zip(table["slide_id"], table["label"]) if lab.strip()}
+
+
 def build_catalog(*, slides: str | os.PathLike | None = None, scores: str | os.PathLike | None = None,
                   features: str | os.PathLike | None = None, annotations: str | os.PathLike | None = None,
                   masks: str | os.PathLike | None = None,
-                  predictions: str | os.PathLike | Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, SlideEntry]:
+                  predictions: str | os.PathLike | Mapping[str, Mapping[str, Any]] | None = None,
+                  manifest: str | os.PathLike | None = None) -> dict[str, SlideEntry]:
     """Slide id -> :class:`SlideEntry` for every slide with an image or per-patch coordinates.
 
     Args:
@@ -60,6 +77,8 @@ def build_catalog(*, slides: str | os.PathLike | None = None, scores: str | os.P
             ``scores/``). features: folder of feature/coords files. annotations: folder of
             ``<id>.xml``/``.geojson``/``.json``. masks: folder of ``<id>.png`` tissue masks (``segment``'s
             ``masks/``). predictions: ``predict``'s ``predictions.csv`` (label and prediction in the list).
+            manifest: a cohort manifest CSV (``slide_id``, ``label``): the label of slides whose predictions
+            row has none.
 
     A score file's slide image is the one its ``slide_file`` attribute names in ``slides`` (else the image
     named like the slide id), as in ``wsigraph heatmap``.
@@ -81,6 +100,9 @@ def build_catalog(*, slides: str | os.PathLike | None = None, scores: str | os.P
     preds: Mapping[str, Mapping[str, Any]] = {}
     if predictions is not None:
         preds = predictions if isinstance(predictions, Mapping) else read_predictions(predictions)
+    labels: dict[str, str] = {}
+    if manifest is not None:
+        labels = _manifest_labels(Path(manifest))
     image_of: dict[str, Path] = {}
     for sid, path in score_files.items():
         name = recorded_slide_file(path)
@@ -99,7 +121,7 @@ def build_catalog(*, slides: str | os.PathLike | None = None, scores: str | os.P
         catalog[sid] = SlideEntry(
             slide_id=sid, image=image_of.get(sid, images.get(sid)), scores=score_files.get(sid),
             features=feature_files.get(sid), annotation=find_annotation(ann_dir, sid) if ann_dir else None,
-            mask=mask, label=None if row.get("label") is None else str(row["label"]),
+            mask=mask, label=str(row["label"]) if row.get("label") is not None else labels.get(sid),
             pred=None if pred is None else str(pred), prob=None if prob is None else float(prob))
     if not catalog:
         raise InputError("nothing to show: no slide images, score files or feature files in the folders given "
