@@ -162,3 +162,115 @@ def test_graph_cache_and_annotation_lookup_refuse_traversing_ids(cohort, tmp_pat
     (tmp_path / "ann").mkdir()
     with pytest.raises(InputError):
         find_annotation(tmp_path / "ann", "../evil")
+
+
+def _checkpoint(path: Path, dim: int = 8) -> Path:
+    """An untrained ``mean`` checkpoint for the synthetic cohort (these commands refuse before inference)."""
+    from wsigraph.nn import build_model
+    from wsigraph.train.checkpoint import make_metadata, save_checkpoint
+
+    model = build_model("mean", dim, 2)
+    return save_checkpoint(path, model.state_dict(), make_metadata("mean", {}, dim, 2, ["normal", "tumor"]))
+
+
+@pytest.mark.parametrize("sid", ["../../x", "/tmp/evil", "a/b"])
+def test_evaluate_refuses_a_traversing_slide_id(cohort, sandbox, capsys, sid):
+    work, nothing_outside = sandbox
+    manifest = _evil_manifest(cohort, work, sid)
+    ckpt = _checkpoint(work / "best.ckpt")
+    rc = main(["evaluate", "--checkpoint", str(ckpt), "--manifest", str(manifest), "--features",
+               str(cohort / "features"), "--out", str(work / "ev"), "--bootstrap", "0", "--device", "cpu",
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "line 6" in err and repr(sid) in err, err
+    assert not (work / "ev").exists()  # refused before anything was written
+    nothing_outside()
+
+
+def _srmil_pickle(path: Path, names: list[str]) -> Path:
+    import pickle
+
+    import torch
+    from torch_geometric.data import Data
+
+    items = []
+    for i, name in enumerate(names):
+        pos = torch.tensor([[0.0, 0.0], [224.0, 0.0], [0.0, 224.0]]) + 224 * i
+        items.append(Data(x=torch.randn(3, 4), pos=pos, graph_y=torch.tensor([[1.0, 0.0]]), slide_index=name))
+    with open(path, "wb") as fh:
+        pickle.dump(items, fh)
+    return path
+
+
+def test_import_srmil_keeps_path_like_slide_names_inside_its_folder(sandbox):
+    """SRMIL pickles often name a slide by its path: only the base name is used, so every file lands in
+    OUT/features/ whatever the name says."""
+    work, nothing_outside = sandbox
+    pkl = _srmil_pickle(work / "C16.pkl", ["../../x", "/tmp/evil", "a/b.tif"])
+    assert main(["import-srmil", str(pkl), str(work / "out"), "--trust-pickle", "--no-progress"]) == 0
+    assert sorted(p.name for p in (work / "out" / "features").iterdir()) == ["b.h5", "evil.h5", "x.h5"]
+    assert list(pd.read_csv(work / "out" / "manifest.csv")["slide_id"]) == ["x", "evil", "b"]
+    nothing_outside()
+
+
+@pytest.mark.parametrize("name", ["a/..", "x/.hidden", "tab\tid"])
+def test_import_srmil_refuses_a_slide_name_that_is_no_file_name(sandbox, capsys, name):
+    work, nothing_outside = sandbox
+    pkl = _srmil_pickle(work / "C16.pkl", ["fine", name])
+    assert main(["import-srmil", str(pkl), str(work / "out"), "--trust-pickle", "--on-error", "raise",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "C16.pkl, item 1" in err and repr(name) in err, err
+    assert not (work / "out" / "features").exists()  # the ids are checked before any item is converted
+    nothing_outside()
+
+
+# File names cannot hold '/', but a slide id taken from a file name can still be no plain name: a backslash
+# (a separator on Windows), surrounding white space, a control character, a leading dot (a file given by path).
+UNSAFE_FILE_STEMS = ["a\\b", " pad", "tab\tid"]
+
+
+def _feature_folder_with(cohort: Path, work: Path, stem: str) -> Path:
+    import shutil
+
+    feats = work / "features"
+    shutil.copytree(cohort / "features", feats)
+    first = sorted(feats.glob("*.h5"))[0]
+    first.rename(feats / f"{stem}.h5")
+    return feats
+
+
+@pytest.mark.parametrize("stem", UNSAFE_FILE_STEMS)
+def test_label_patches_refuses_an_unsafe_slide_id_naming_its_file(cohort, sandbox, capsys, stem):
+    work, nothing_outside = sandbox
+    feats = _feature_folder_with(cohort, work, stem)
+    (work / "ann").mkdir()
+    rc = main(["label-patches", str(feats), str(work / "ann"), "--out", str(work / "labelled"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(feats / f"{stem}.h5") in err and repr(stem) in err, err
+    assert not (work / "labelled").exists()
+    nothing_outside()
+
+
+def test_label_patches_names_its_outputs_with_the_slide_file_rule(cohort, tmp_path):
+    from wsigraph.pipeline.patch_labels import label_feature_folder
+
+    (tmp_path / "ann").mkdir()
+    report = label_feature_folder(cohort / "features", tmp_path / "ann", tmp_path / "out", progress=False)
+    assert sorted(report.done) == sorted(p.stem for p in (cohort / "features").glob("*.h5"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{s}.h5" for s in report.done)
+
+
+@pytest.mark.parametrize("stem", UNSAFE_FILE_STEMS + [".hidden"])
+def test_predict_refuses_an_unsafe_slide_id_naming_its_file(cohort, sandbox, capsys, stem):
+    work, nothing_outside = sandbox
+    feats = _feature_folder_with(cohort, work, stem)
+    ckpt = _checkpoint(work / "best.ckpt")
+    # a folder (hidden files are not listed there) or the file itself
+    given = [str(feats / f"{stem}.h5")] if stem.startswith(".") else [str(feats)]
+    rc = main(["predict", "--checkpoint", str(ckpt), "--features", *given, "--out", str(work / "pred"),
+               "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(feats / f"{stem}.h5") in err and repr(stem) in err, err
+    assert not (work / "pred").exists()
+    nothing_outside()

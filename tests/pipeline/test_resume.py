@@ -1,6 +1,7 @@
 """Resume that knows its parameters: every stage x every parameter that changes its output. A rerun with the
 same parameters skips the slide; a rerun with one parameter changed refuses (exit 2) before any work, naming
-that parameter, and leaves the outputs as they were; --overwrite recomputes."""
+that parameter, and leaves the outputs as they were; --overwrite recomputes. The graph cache (build-graphs)
+is keyed by its parameters instead: another value rebuilds under a new key (the matrix at the end)."""
 from __future__ import annotations
 
 import os
@@ -230,3 +231,193 @@ def test_extract_resumes_only_with_the_same_coords_and_encoder(tmp_path, slide_d
     assert main(base) == 2
     _refused(capsys, "inputs.coords.digest")
     assert _mtime(feats) == stamp
+
+
+# ------------------------------------------------------------------------------------------------ the matrix
+# One finished output per stage (module fixtures, built once); each parametrized case reruns the stage with one
+# recorded parameter changed and checks that the rerun does not skip: it refuses naming the parameter and
+# touches nothing (segment, preprocess, extract, heatmap, predict), or rebuilds under a new key (build-graphs).
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory, shared_data) -> Path:
+    """A work folder with ``slides/`` (one real slide), ``user_masks/`` (a mask for it) and ``weights.pth``."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("matrix")
+    (root / "slides").mkdir()
+    os.symlink(shared_data / "slides" / f"{SMALL}.svs", root / "slides" / f"{SMALL}.svs")
+    (root / "user_masks").mkdir()
+    Image.new("L", (222, 297), 255).save(root / "user_masks" / f"{SMALL}.png")
+    _encoder_weights(root)
+    return root
+
+
+def _fill(flags: list[str], root: Path) -> list[str]:
+    return [f.format(root=root) for f in flags]
+
+
+def _unchanged(capsys, argv: list[str], output: Path, *named: str) -> None:
+    """``argv`` exits 2, naming ``named`` and --overwrite, and leaves ``output`` as it was."""
+    stamp = _mtime(output)
+    capsys.readouterr()
+    assert main(argv) == 2, argv
+    _refused(capsys, *named, "--overwrite")
+    assert _mtime(output) == stamp
+
+
+@pytest.fixture(scope="module")
+def segmented(matrix) -> list[str]:
+    base = ["segment", str(matrix / "slides"), "--out", str(matrix / "seg"), "--no-progress"]
+    assert main(base) == 0
+    return base
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--threshold", "20"], "tissue.threshold: None -> 20.0"),
+    (["--mask-mpp", "16"], "tissue.mask_mpp: 8.0 -> 16.0"),
+    (["--masks", "{root}/user_masks"], "inputs.user_mask"),
+])
+def test_matrix_segment(matrix, segmented, capsys, flags, named):
+    _unchanged(capsys, segmented + _fill(flags, matrix), matrix / "seg" / "masks" / f"{SMALL}.json", named)
+
+
+PRE = ["--encoder", "resnet50_trunc", "--input-size", str(INPUT), "--num-workers", "0", "--device", "cpu",
+       "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def preprocessed(matrix) -> list[str]:
+    base = ["preprocess", str(matrix / "slides"), "--out", str(matrix / "pre"), *PRE]
+    assert main(base + ["--random-init"]) == 0
+    return base
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--target-mpp", "1.0"], "tile.tiling.target_mpp: 0.5 -> 1.0"),
+    (["--min-tissue", "0.3"], "tile.tiling.min_tissue: 0.5 -> 0.3"),
+    (["--threshold", "30"], "tile.tissue.threshold: None -> 30.0"),
+    (["--masks", "{root}/user_masks"], "inputs.user_mask"),
+])
+def test_matrix_preprocess(matrix, preprocessed, capsys, flags, named):
+    feats = matrix / "pre" / "features_resnet50_trunc" / f"{SMALL}.h5"
+    _unchanged(capsys, preprocessed + ["--random-init"] + _fill(flags, matrix), feats, named)
+
+
+@pytest.fixture(scope="module")
+def extracted(matrix, preprocessed) -> list[str]:
+    base = ["extract", "--coords", str(matrix / "pre" / "coords"), "--slides", str(matrix / "slides"), "--out",
+            str(matrix / "feats"), *PRE]
+    assert main(base + ["--random-init"]) == 0
+    return base
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--weights", "{root}/weights.pth"], "encoder.weights_sha256: None -> '"),
+    (["--random-init", "--float16"], "features_dtype: 'float32' -> 'float16'"),
+    (["--random-init", "--mpp", "0.5"], "slide_mpp: None -> 0.5"),
+])
+def test_matrix_extract(matrix, extracted, capsys, flags, named):
+    _unchanged(capsys, extracted + _fill(flags, matrix), matrix / "feats" / f"{SMALL}.h5", named)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    from wsigraph.data.synthetic import make_synthetic_cohort
+
+    root = tmp_path_factory.mktemp("matrix_synth")
+    make_synthetic_cohort(root, n_slides=3, dim=8, grid=(8, 9), seed=4)
+    return root
+
+
+@pytest.fixture(scope="module")
+def heatmapped(synthetic) -> list[str]:
+    base = ["heatmap", "--scores", str(synthetic / "features"), "--key", "patch_labels", "--out",
+            str(synthetic / "maps"), "--max-size", "256", "--no-progress"]
+    assert main(base) == 0
+    return base
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--cmap", "viridis"], "cmap: 'jet' -> 'viridis'"),
+    (["--blur", "1"], "blur: 0.0 -> 1.0"),
+    (["--alpha", "0.3"], "alpha: 0.5 -> 0.3"),
+    (["--normalize", "minmax"], "normalize: 'percentile' -> 'minmax'"),
+    (["--vmin", "0.1"], "vmin: None -> 0.1"),
+    (["--vmax", "0.9"], "vmax: None -> 0.9"),
+    (["--max-size", "128"], "max_size: 256 -> 128"),
+    (["--top-k", "4"], "top_k: 16 -> 4"),
+    (["--bottom-k", "2"], "bottom_k: 0 -> 2"),
+    (["--object-type", "tile"], "object_type: 'detection' -> 'tile'"),
+    (["--no-geojson"], "geojson: True -> False"),
+    (["--mpp", "0.25"], "mpp: None -> 0.25"),
+])
+def test_matrix_heatmap(synthetic, heatmapped, capsys, flags, named):
+    sid = sorted(p.stem for p in (synthetic / "features").glob("*.h5"))[0]
+    record = synthetic / "maps" / f"{sid}.heatmap.json"
+    argv = list(heatmapped)
+    if "--max-size" in flags:  # the base run's --max-size 256 gives way to the case's
+        i = argv.index("--max-size")
+        del argv[i:i + 2]
+    _unchanged(capsys, argv + flags, record, named)
+
+
+def _checkpoint(path: Path, seed: int) -> Path:
+    """An untrained abmil checkpoint for the synthetic features (predict needs no trained weights)."""
+    from wsigraph.nn import build_model
+    from wsigraph.train.checkpoint import make_metadata, save_checkpoint
+
+    torch.manual_seed(seed)
+    model = build_model("abmil", 8, 2, embed_dim=8, attn_dim=4)
+    meta = make_metadata("abmil", {"embed_dim": 8, "attn_dim": 4}, 8, 2, ["normal", "tumor"])
+    return save_checkpoint(path, model.state_dict(), meta)
+
+
+@pytest.fixture(scope="module")
+def predicted(synthetic) -> list[str]:
+    base = ["predict", "--features", str(synthetic / "features"), "--out", str(synthetic / "pred"),
+            "--device", "cpu", "--no-progress"]
+    assert main(base + ["--checkpoint", str(_checkpoint(synthetic / "fold_0.ckpt", 0))]) == 0
+    return base
+
+
+@pytest.mark.parametrize("fold, flags, named", [
+    (1, [], "checkpoint.sha256"),  # fold_1's checkpoint into fold_0's folder
+    (0, ["--no-coords"], "no_coords: False -> True"),
+])
+def test_matrix_predict(synthetic, predicted, capsys, fold, flags, named):
+    ckpt = _checkpoint(synthetic / f"fold_{fold}.ckpt", fold)
+    sid = sorted(p.stem for p in (synthetic / "features").glob("*.h5"))[0]
+    _unchanged(capsys, predicted + ["--checkpoint", str(ckpt), *flags], synthetic / "pred" / "scores" / f"{sid}.h5",
+               named)
+
+
+@pytest.fixture(scope="module")
+def graphs(synthetic) -> list[str]:
+    base = ["build-graphs", "--features", str(synthetic / "features"), "--cache", str(synthetic / "cache"),
+            "--no-progress"]
+    assert main(base) == 0
+    return base
+
+
+@pytest.mark.parametrize("flags", [["--k", "4"], ["--mode", "radius", "--radius", "1.5"], ["--window", "3"],
+                                   ["--no-self-loops"], ["--edge-attr"]])
+def test_matrix_build_graphs_rebuilds_under_the_new_parameters(synthetic, graphs, capsys, flags):
+    """The graph cache is keyed by its parameters: another value is another cache file (rebuilt, never refused),
+    and the graphs of the old value stay for the runs that use it."""
+    cache = synthetic / "cache"
+    before = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
+    capsys.readouterr()
+    assert main(graphs + flags) == 0
+    assert "3 done, 0 already complete" in capsys.readouterr().out
+    after = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
+    assert len(after) == len(before) + 3 and all(after[k] == v for k, v in before.items())
+    assert main(graphs + flags) == 0
+    assert "0 done, 3 already complete" in capsys.readouterr().out
+
+
+def test_matrix_build_graphs_ignores_what_does_not_change_the_graph(graphs, capsys):
+    capsys.readouterr()
+    for flags in ([], ["--backend", "kdtree"], ["--k", "4", "--mode", "paper"]):  # k is unused in paper mode
+        assert main(graphs + flags) == 0
+        assert "0 done, 3 already complete" in capsys.readouterr().out, flags

@@ -258,3 +258,47 @@ def test_catalog_takes_true_labels_from_a_manifest(tmp_path):
         build_catalog(features=tmp_path / "synth" / "features", manifest=bad)
     with pytest.raises(InputError, match="manifest not found"):
         build_catalog(features=tmp_path / "synth" / "features", manifest=tmp_path / "nope.csv")
+
+
+def test_stamp_micrometre_coords_are_placed_in_level0_pixels_without_a_browser(shared_data, tmp_path):
+    """STAMP coords (micrometres) drawn over a slide are scaled with the slide's level-0 µm/px, so they line up
+    with its tiles; where that resolution is unknown the page is refused naming the file, not drawn misplaced."""
+    import h5py
+
+    from wsigraph.viewer.catalog import SlideEntry
+    from wsigraph.viewer.page import load_slide_data
+
+    size_um, size_px = 112.0, 224  # tiles of 224 px at 0.5 µm/px
+    jj, ii = np.mgrid[0:4, 0:3]
+    lattice = np.stack([ii.ravel(), jj.ravel()], axis=1)
+    feats = tmp_path / f"{CMU}.h5"
+    with h5py.File(feats, "w") as f:
+        f["feats"] = np.zeros((len(lattice), 4), np.float32)
+        f["coords"] = (lattice * size_um + 224.0).astype(np.float64)  # µm from the slide's corner
+        f.attrs.update({"unit": "um", "tile_size_um": size_um, "tile_size_px": size_px})
+    slide = shared_data / "slides" / f"{CMU}.svs"  # level 0: 0.499 µm/px
+    data = load_slide_data(SlideEntry(CMU, image=slide, features=feats), TileGeometry.of(2220, 2967))
+    level0_um = lattice * size_um + 224.0
+    np.testing.assert_allclose(data.coords, level0_um / 0.499, atol=1.0)  # µm / (µm/px) = level-0 px
+    assert data.step == pytest.approx(size_um / 0.499)
+    # an explicit level-0 resolution wins over the image's
+    given = load_slide_data(SlideEntry(CMU, image=slide, features=feats), None, level0_mpp=0.25)
+    np.testing.assert_allclose(given.coords, level0_um / 0.25, atol=1.0)
+    # a score file that carries the coords (predict's, from a STAMP feature file) is converted the same way
+    scores = tmp_path / "scores.h5"
+    write_scores(scores, np.arange(len(lattice), dtype=np.float32), (level0_um / (size_um / size_px)).round(),
+                 patch_size_level0=size_px, attrs={"coords_mpp": size_um / size_px, "coords_unit": "pixels at 0.5"})
+    from_scores = load_slide_data(SlideEntry(CMU, image=slide, scores=scores), None)
+    np.testing.assert_allclose(from_scores.coords, level0_um / 0.499, atol=1.0)
+    # unknown level-0 resolution: no image, or an image that records none
+    with pytest.raises(InputError, match=rf"{CMU}\.h5: coordinates are in .*micrometres.*no slide image"):
+        load_slide_data(SlideEntry(CMU, features=feats), None)
+    plain = shared_data / "images" / "skimage-ihc.png"
+    with pytest.raises(InputError, match=r"skimage-ihc\.png records no resolution"):
+        load_slide_data(SlideEntry(CMU, image=plain, features=feats), None)
+    # level-0 coords (every other layout) are left as they are
+    level0 = tmp_path / "level0.h5"
+    write_scores(level0, np.ones(len(lattice), np.float32), lattice * 224, patch_size_level0=224)
+    same = load_slide_data(SlideEntry(CMU, image=slide, scores=level0), None)
+    np.testing.assert_array_equal(same.coords, lattice * 224)
+    assert same.step == 224.0

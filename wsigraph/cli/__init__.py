@@ -41,13 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:  # a command group not present in this build
-            if e.name == name:
-                continue
-            raise
-        module.register(sub)
+        # every group ships with wsigraph: a failing import is a broken install or a bug, never a reason to
+        # drop commands silently, so it propagates
+        importlib.import_module(name).register(sub)
     return parser
 
 

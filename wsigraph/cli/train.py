@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-coords", action="store_true",
                    help="the feature files have no coordinates (plain .pt tensors): read them without, for a "
                         "model that needs no graph (abmil, mean, clam_sb, transmil, ...)")
-    add_job_args(p, report_default="OUT/predict_report[.shard-I-of-N].csv")
+    add_job_args(p, report_default="OUT/predict_report[.shard-I-of-N].csv", overwrite=True)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("init-config", help="write the default experiment config (the SRMIL paper's recipe)")

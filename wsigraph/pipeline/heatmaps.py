@@ -200,8 +200,9 @@ def heatmap_status(out_dir: Path, slide_id: str, job: HeatmapJob, options: Heatm
         written = json.loads(record.read_text()).get("outputs") or []
     except (OSError, ValueError, AttributeError):
         return "missing"
-    if any(not (out_dir / name).is_file() for name in written):
-        return "missing"
+    if not isinstance(written, list) or any(not isinstance(name, str) or Path(name).name != name
+                                            or not (out_dir / name).is_file() for name in written):
+        return "missing"  # a listed file is gone (or the record names something outside out_dir): redraw
     diffs = provenance_differences(read_json_provenance(record), _provenance(job, options))
     return diffs or "done"
 

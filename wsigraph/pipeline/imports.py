@@ -118,7 +118,7 @@ def import_srmil(
     def status(sid: str, job: tuple[str, Any, str | None, Provenance]) -> Status:
         from wsigraph.data.features import is_complete_feature_file
 
-        path = feat_dir / f"{sid}.h5"
+        path = slide_file(feat_dir, sid, ".h5", job[0])
         if not is_complete_feature_file(path):
             return "missing"
         return provenance_differences(read_h5_provenance(path), job[3]) or "done"
@@ -142,7 +142,8 @@ def import_srmil(
                            shard=shard)
     split_of = {sid: job[2] for sid, job in jobs}
     for sid in report.resumed:  # converted by an earlier run: the label is read back from the file
-        report.results[sid] = {"label_index": _recorded_label(feat_dir / f"{sid}.h5"), "split": split_of[sid]}
+        report.results[sid] = {"label_index": _recorded_label(slide_file(feat_dir, sid, ".h5")),
+                               "split": split_of[sid]}
     done = [sid for sid, _ in jobs if sid in report.results]
     if not done:
         raise InputError(f"{paths[0]}: no item could be imported ({len(report.failed)} failed)")

@@ -17,7 +17,7 @@ from typing import Iterable, Mapping, Sequence
 
 from wsigraph.data.annotations import GEOJSON_SUFFIXES, XML_SUFFIXES, add_patch_labels, find_annotation
 from wsigraph.errors import InputError, MissingFileError
-from wsigraph.pipeline.paths import slide_file
+from wsigraph.pipeline.paths import check_slide_id, slide_file
 from wsigraph.pipeline.runner import run_per_slide
 from wsigraph.pipeline.shards import ShardSpec
 
@@ -66,6 +66,7 @@ def label_feature_folder(
     files = {k: v for k, v in list_feature_files(feature_dir).items() if v.suffix.lower() in H5_SUFFIXES}
     items = []
     for sid, path in files.items():
+        check_slide_id(sid, f"{path} (slide id from the file name)")  # before anything is read or written
         ann = find_annotation(annotation_dir, sid)
         if ann is None and missing == "skip":
             continue
@@ -76,7 +77,7 @@ def label_feature_folder(
         if ann is None and missing == "error":
             raise MissingFileError(f"{annotation_dir}: no annotation file for slide {slide_id!r} "
                                    f"(looked for {[slide_id + s for s in XML_SUFFIXES + GEOJSON_SUFFIXES]})")
-        out = None if out_dir is None else Path(out_dir) / path.name
+        out = None if out_dir is None else slide_file(out_dir, slide_id, path.suffix, where=str(path))
         labels = add_patch_labels(path, ann, out, min_fraction=min_fraction, classes=classes, link=link)
         return int(labels.sum())
 

@@ -9,9 +9,13 @@ Writes ``predictions.csv`` (``slide_id,pred,prob_<class>...``) and, for models w
             model, classes, probs (C,), pred; slide_file (the slide image's name, where the feature file
             records it), level0_width/height
 
-``wsigraph heatmap`` draws it. A rerun skips slides whose scores file holds a prediction for the same
-classes (resume); ``on_error="skip"`` goes on past bad slides and lists them in ``predict_report.csv``.
-The inference loop is :mod:`wsigraph.train.inference`'s, shared with ``evaluate``.
+``wsigraph heatmap`` draws it. Each scores file records its provenance (attribute ``wsigraph_provenance``,
+:mod:`wsigraph.pipeline.provenance`): the checkpoint's SHA-256, its model and classes, the graph settings,
+``no_coords``, the autocast precision and the feature file's fingerprint. A rerun skips slides whose
+scores file records what this run would write (resume); when any records something else (another
+checkpoint, e.g. fold_1's after fold_0's) the job refuses before any work, naming the parameter, unless
+``overwrite`` (recompute). ``on_error="skip"`` goes on past bad slides and lists them in
+``predict_report.csv``. The inference loop is :mod:`wsigraph.train.inference`'s, shared with ``evaluate``.
 """
 from __future__ import annotations
 
@@ -23,8 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from wsigraph.errors import InputError, MissingFileError, WsigraphError
-from wsigraph.pipeline.paths import slide_file
-from wsigraph.pipeline.runner import run_per_slide
+from wsigraph.pipeline.paths import check_slide_id, slide_file
+from wsigraph.pipeline.provenance import (PROVENANCE_ATTR, Provenance, file_sha256, provenance_differences,
+                                          quick_fingerprint, read_h5_provenance)
+from wsigraph.pipeline.runner import Status, run_per_slide
 from wsigraph.pipeline.shards import ShardSpec, shard_suffix
 from wsigraph.pipeline.validate import check_against_checkpoint, source_of_file
 from wsigraph.train.inference import (checkpoint_graph, feature_dim, iter_predictions, make_dataset, make_loader,
@@ -41,6 +47,8 @@ def _feature_files(features: str | os.PathLike | Sequence[str | os.PathLike]) ->
         files = list_feature_files(features)
         if not files:
             raise InputError(f"{features}: no feature files (.h5/.hdf5/.pt) in this folder")
+        for sid, path in files.items():  # every id is an output name: checked before anything is written
+            check_slide_id(sid, f"{path} (slide id from the file name)")
         return files
     items = [features] if isinstance(features, (str, os.PathLike)) else list(features)
     out: dict[str, Path] = {}
@@ -51,6 +59,7 @@ def _feature_files(features: str | os.PathLike | Sequence[str | os.PathLike]) ->
             continue
         if not p.exists():
             raise MissingFileError(f"{p}: feature file does not exist")
+        check_slide_id(p.stem, f"{p} (slide id from the file name)")
         if p.stem in out and out[p.stem] != p:
             raise InputError(f"{p}: slide id {p.stem!r} given twice ({out[p.stem]} and {p})")
         out[p.stem] = p
@@ -59,27 +68,39 @@ def _feature_files(features: str | os.PathLike | Sequence[str | os.PathLike]) ->
     return out
 
 
-def _scores_file_probs(path: Path, classes: Sequence[str]) -> np.ndarray | None:
-    """The class probabilities a finished ``predict`` stored in a scores file (None: absent, unreadable or
-    written for other classes), so that a rerun can skip the slide."""
+def _scores_file_probs(path: Path) -> np.ndarray | None:
+    """The class probabilities a finished ``predict`` stored in a scores file (None: absent or unreadable)."""
     from wsigraph.data.scores import load_scores
 
-    if not path.exists():
-        return None
     try:
         attrs = load_scores(path).attrs
     except WsigraphError:
         return None
-    if "probs" not in attrs or [str(c) for c in attrs.get("classes") or []] != list(classes):
-        return None
-    return np.asarray(attrs["probs"], dtype=np.float64)
+    return np.asarray(attrs["probs"], dtype=np.float64) if "probs" in attrs else None
+
+
+def precision_name(device: Any, precision: str) -> str:
+    """The autocast that :func:`~wsigraph.train.inference.iter_predictions` runs under (``"fp32"``,
+    ``"bfloat16"``, ``"float16"``): it changes the scores, so it is recorded."""
+    from wsigraph.train.inference import _autocast
+
+    dtype = getattr(_autocast(device, precision), "fast_dtype", None)
+    return "fp32" if dtype is None else str(dtype).replace("torch.", "")
+
+
+def predict_params(ckpt: Any, checkpoint_digest: str, graph: Any, no_coords: bool, precision: str) -> dict[str, Any]:
+    """The parameters a scores file records: the checkpoint (its SHA-256 digest, model, classes), the graph
+    settings that change the graph, ``no_coords`` and the precision."""
+    return {"checkpoint": {"sha256": checkpoint_digest, "model": ckpt.model_name},
+            "classes": [str(c) for c in ckpt.classes], "graph": graph.cache_fields(), "no_coords": bool(no_coords),
+            "precision": precision}
 
 
 def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequence[str | os.PathLike],
             out_dir: str | os.PathLike, *, device: str = "auto", precision: str = "auto",
             cache_dir: str | os.PathLike | None = None, on_error: str = "skip", progress: bool = True,
             allow_feature_mismatch: bool = False, report_path: str | os.PathLike | None = None,
-            shard: ShardSpec = None, no_coords: bool = False) -> Any:
+            shard: ShardSpec = None, no_coords: bool = False, overwrite: bool = False) -> Any:
     """Class probabilities and per-patch scores for slides without labels.
 
     Args:
@@ -96,6 +117,8 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
         shard: predict only this shard's slides (:mod:`wsigraph.pipeline.shards`; default from
             ``RANK``/``WORLD_SIZE``): its table is ``predictions.shard-i-of-n.csv`` and its report
             ``predict_report.shard-i-of-n.csv``, so shards can share one output folder.
+        overwrite: recompute every slide, also those whose scores file was made with other parameters
+            (without it such a file makes the job refuse before any work, naming the parameter).
 
     Returns:
         the :class:`~wsigraph.pipeline.runner.JobReport`; ``results[slide_id]`` holds the probabilities (C,) of
@@ -115,6 +138,11 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
     classes = ckpt.classes
 
     trained = trained_features(ckpt)
+    params = predict_params(ckpt, file_sha256(ckpt.path or checkpoint), graph, no_coords,
+                            precision_name(dev, precision))
+
+    def provenance_of(path: Path) -> Provenance:
+        return Provenance("predict", params, {"features": quick_fingerprint(path)})
 
     def run_one(sid: str, path: Path) -> np.ndarray:
         d = feature_dim(path)
@@ -138,21 +166,38 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
                 if isinstance(slide_name, str) and slide_name.strip():  # heatmap --slides finds the image by it
                     prediction["slide_file"] = Path(slide_name.replace("\\", "/")).name
                 coords, step = bag.coords, bag.patch_size_level0
+            prediction[PROVENANCE_ATTR] = provenance_of(path).to_json()
             write_scores(slide_file(scores_dir, sid, ".h5"), scores, coords, patch_size_level0=step,
                          slide_id=sid, score_name=f"{ckpt.model_name} patch score", attrs=prediction)
+        else:
+            stale = slide_file(scores_dir, sid, ".h5")
+            if stale.exists():  # left by another checkpoint (overwrite): it no longer describes this slide
+                stale.unlink()
+                log.info("removed %s: model %r gives no per-patch scores", stale, ckpt.model_name)
         return probs
 
     stored: dict[str, np.ndarray] = {}  # probabilities of the slides finished by an earlier run
 
-    def is_done(sid: str, path: Path) -> bool:
-        p = _scores_file_probs(slide_file(scores_dir, sid, ".h5"), classes)
-        if p is not None:
-            stored[sid] = p
-        return p is not None
+    def status(sid: str, path: Path) -> Status:
+        scores_path = slide_file(scores_dir, sid, ".h5")
+        if not scores_path.exists():
+            return "missing"
+        try:
+            want = provenance_of(path)
+        except OSError:
+            return "missing"  # the feature file cannot be read now: run it, and let it fail with the reason
+        diffs = provenance_differences(read_h5_provenance(scores_path), want)
+        if diffs:
+            return diffs
+        p = _scores_file_probs(scores_path)
+        if p is None:
+            return "missing"
+        stored[sid] = p
+        return "done"
 
-    report = run_per_slide(list(files.items()), run_one, on_error=on_error, is_done=is_done, desc="predict",
-                           report_path=report_path or out / "predict_report.csv", stage="predict", progress=progress,
-                           shard=shard)
+    report = run_per_slide(list(files.items()), run_one, on_error=on_error, status=status, overwrite=overwrite,
+                           desc="predict", report_path=report_path or out / "predict_report.csv", stage="predict",
+                           progress=progress, shard=shard)
     if report.done and not any(slide_file(scores_dir, s, ".h5").exists() for s in report.done):
         log.warning("model %r gives no per-patch scores: no scores/*.h5 written", ckpt.model_name)
     found = {**stored, **report.results}
@@ -164,4 +209,4 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
     return report
 
 
-__all__ = ["predict"]
+__all__ = ["precision_name", "predict", "predict_params"]

@@ -1,10 +1,11 @@
 """The cohort-job runner: one function per slide, with a progress bar, resume, skip-and-report.
 
 Every cohort command (segment, tile, extract, preprocess, build-graphs, label-patches, import-srmil,
-predict) runs through :func:`run_per_slide`, so they all behave alike:
+predict, heatmap) runs through :func:`run_per_slide`, so they all behave alike:
 
-* **errors**: ``on_error="skip"`` (the default everywhere) records a failing slide, goes on, and lists it in
-  the report; ``"raise"`` stops at the first failure with its error.
+* **errors**: ``on_error="skip"`` (the default of every cohort job) records a failing slide, goes on, and
+  lists it in the report; ``"raise"`` stops at the first failure with its error. (A command given a single
+  file, ``heatmap --scores FILE``, raises by default: there is no other slide to go on to.)
 * **resume**: ``status(slide_id, item)`` says whether a slide's output exists and was made with the same
   parameters (:mod:`wsigraph.pipeline.provenance`). Finished slides are skipped; when any existing
   output was made with *other* parameters, the job refuses before doing any work

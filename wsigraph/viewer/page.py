@@ -39,15 +39,25 @@ class SlideData:
     geometry: TileGeometry | None
 
 
-def load_slide_data(entry: SlideEntry, geometry: TileGeometry | None) -> SlideData:
-    """Read the entry's patches and scores (score file first, then the feature file) and its extent."""
-    from wsigraph.data.features import infer_grid_step, read_features
+def load_slide_data(entry: SlideEntry, geometry: TileGeometry | None, *,
+                    level0_mpp: float | None = None) -> SlideData:
+    """Read the entry's patches and scores (score file first, then the feature file) and its extent.
+
+    Coordinates come back in level-0 pixels. STAMP's (stored in micrometres; the feature reader gives them in
+    pixels of their tile resolution, attribute ``coords_mpp``) are scaled with the slide's level-0 µm/px:
+    ``level0_mpp`` when given, else the one the slide image records. An :class:`~wsigraph.errors.InputError`
+    naming the file when it is unknown (no image, or an image without a resolution): drawn unscaled, the
+    patches would not line up with the tiles, the tissue mask or the annotations.
+    """
+    from wsigraph.data.features import infer_grid_step, read_features, to_level0
     from wsigraph.data.scores import load_scores
+    from wsigraph.errors import InputError
     from wsigraph.viz.lattice import default_level0_size
 
     coords = scores = None
     attrs: dict[str, Any] = {}
     name = "score"
+    where = str(entry.scores or entry.features)  # the file the coordinates come from, for messages
     if entry.scores is not None:
         ps = load_scores(entry.scores)
         coords, scores, attrs, name = ps.coords, ps.scores, dict(ps.attrs), ps.name
@@ -56,14 +66,19 @@ def load_slide_data(entry: SlideEntry, geometry: TileGeometry | None) -> SlideDa
         for k, v in bag.attrs.items():
             attrs.setdefault(k, v)
         if coords is None:
-            coords = bag.coords
+            coords, where = bag.coords, str(entry.features)
         if scores is not None and len(scores) != len(coords):
-            from wsigraph.errors import InputError
-
             raise InputError(f"{entry.scores}: {len(scores)} scores but {entry.features} has {len(coords)} patches")
     step = None
-    if coords is not None and len(coords):
-        step = float(attrs.get("patch_size_level0") or infer_grid_step(coords, where=str(entry.features or entry.scores)))
+    if coords is not None and attrs.get("coords_mpp") is not None:  # STAMP: not level-0 pixels yet
+        mpp = level0_mpp if level0_mpp is not None else _image_mpp(entry)
+        if mpp is None:
+            why = "it has no slide image" if entry.image is None else f"{entry.image} records no resolution"
+            raise InputError(f"{where}: coordinates are in {attrs.get('coords_unit', 'micrometres')}; the slide's "
+                             f"level-0 µm/px is needed to place them and {why} (slide {entry.slide_id!r})")
+        coords, step = to_level0(coords, attrs, mpp, where=where)
+    if coords is not None and len(coords) and step is None:
+        step = float(attrs.get("patch_size_level0") or infer_grid_step(coords, where=where))
     if geometry is not None:
         extent = (geometry.width, geometry.height)
     elif attrs.get("level0_width") and attrs.get("level0_height"):
@@ -73,6 +88,16 @@ def load_slide_data(entry: SlideEntry, geometry: TileGeometry | None) -> SlideDa
     else:
         extent = (1024, 1024)
     return SlideData(coords, step, scores, name, extent, geometry)
+
+
+def _image_mpp(entry: SlideEntry) -> float | None:
+    """Level-0 µm/px the entry's slide image records (None: no image, or none recorded)."""
+    if entry.image is None:
+        return None
+    from wsigraph.slide import open_slide
+
+    with open_slide(entry.image) as slide:
+        return float(slide.mpp) if slide.has_mpp else None
 
 
 def _percentile(values: np.ndarray) -> np.ndarray:
