@@ -14,6 +14,14 @@ import pytest
 
 matplotlib.use("Agg")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N: N worker processes share the cores; one torch thread each (oversubscribed small-graph
+    # steps run many times slower). Subprocesses started by tests inherit it through the environment.
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("WSIGRAPH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

@@ -341,7 +341,8 @@ def test_build_model_errors():
         build_model("srmil", D, 2, mask_rate=1.5)
     with pytest.raises(ConfigError, match=r"'encoder': 'gatv3' is not one of gat, gcn, gin, sage"):
         build_model("srmil", D, 2, encoder="gatv3")
-    with pytest.raises(ConfigError, match=r"'num_classes'.*>= 2"):
-        build_model("abmil", D, 1)
+    with pytest.raises(ConfigError, match=r"'num_classes'.*>= 1"):
+        build_model("abmil", D, 0)
+    assert build_model("abmil", D, 1)(Data(x=torch.randn(5, D))).logits.shape == (1, 1)  # a risk or a value
     with pytest.raises(ConfigError, match=r"'inst_loss': 'hinge' is not one of svm, ce"):
         build_model("clam_sb", D, 2, inst_loss="hinge")

@@ -269,8 +269,8 @@ def test_class_weight_changes_ce():
     fixed_mask(m, 200)
     p1 = m.training_loss(data, torch.tensor([2]))[2]
     p2 = m.training_loss(data, torch.tensor([2]), torch.tensor([1.0, 1.0, 3.0]))[2]
-    # one sample: weighted mean CE = CE (weights cancel); recon unaffected
-    assert p2["ce_full"] == pytest.approx(p1["ce_full"], rel=1e-5) and p2["recon"] == pytest.approx(p1["recon"])
+    # one slide per step: its CE times its class's weight (not PyTorch's weighted mean, where it cancels)
+    assert p2["ce_full"] == pytest.approx(3 * p1["ce_full"], rel=1e-5) and p2["recon"] == pytest.approx(p1["recon"])
 
 
 def test_supernode_attention_scores_sum_to_one():

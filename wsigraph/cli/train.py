@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default="default", choices=("default", "paper"),
                    help="default: wsigraph's defaults; paper: the SRMIL reference code's computation and "
                         "training (model.variant=reference, fp32, one data order, its selection rule)")
+    p.add_argument("--task", default="classification", choices=("classification", "survival", "regression"),
+                   help="data.task: classification (label column), survival (time and event columns) or "
+                        "regression (a target column); default: %(default)s")
     p.add_argument("--out", "-o", default=None, help="YAML file to write (default: print)")
     p.set_defaults(func=_init_config)
 
@@ -120,10 +123,20 @@ def _init_config(args: argparse.Namespace) -> int:
     from wsigraph.train.config import default_config
     from wsigraph.utils.atomic import atomic_write_text
 
-    cfg = default_config(args.model, manifest=args.manifest, feature_dir=args.features, recipe=args.recipe)
+    cfg = default_config(args.model, manifest=args.manifest, feature_dir=args.features, recipe=args.recipe,
+                         task=args.task)
     from pathlib import Path
 
-    if Path(args.manifest).is_file():  # write the classes it holds, so a typo label later is an error
+    if Path(args.manifest).is_file() and args.task != "classification":  # check every target now
+        from wsigraph.data.manifest import read_manifest
+        from wsigraph.tasks.cohort import build_task, task_targets
+
+        targets = task_targets(build_task(cfg.data), read_manifest(args.manifest, require_labels=False,
+                                                                   label_col="\0no label column"))
+        summary = (f"{int(targets[:, 1].sum())} events" if args.task == "survival"
+                   else f"target {targets[:, 0].min():g} to {targets[:, 0].max():g}")
+        print(f"{args.manifest}: {len(targets)} slides, {summary}", file=sys.stderr)
+    elif Path(args.manifest).is_file():  # write the classes it holds, so a typo label later is an error
         from wsigraph.data.manifest import read_manifest
 
         cfg.data.classes = read_manifest(args.manifest, require_labels=False).classes or None

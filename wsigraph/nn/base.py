@@ -1,9 +1,11 @@
 """The contract every wsigraph MIL model follows, and the input checks they share.
 
 A model takes one slide as a PyG ``Data`` (``x (N, D)``, ``edge_index (2, E)`` for graph models,
-``pos (N, 2)`` lattice units) and returns :class:`MILOutput`. ``training_loss`` does everything a
-training step needs (several passes for SRMIL, an auxiliary loss for CLAM-SB / DSMIL), so the trainer
-stays model-agnostic.
+``pos (N, 2)`` lattice units) and returns :class:`MILOutput`. ``training_terms`` runs everything a
+training step needs (several passes for SRMIL, an auxiliary loss for CLAM-SB / DSMIL) and returns the
+supervised outputs with their weights and the label-free losses; the task (:mod:`wsigraph.tasks`) turns the
+supervised outputs into losses (cross-entropy, survival likelihood, regression error), so every model
+serves every task and the trainer stays model-agnostic. ``training_loss`` is the classification shortcut.
 """
 from __future__ import annotations
 
@@ -27,6 +29,42 @@ class MILOutput(NamedTuple):
 
     logits: Tensor
     patch_scores: Tensor | None
+
+
+class TrainingTerms(NamedTuple):
+    """What one training pass over a slide produces, before the task's loss.
+
+    Attributes:
+        supervised: ``(part name, outputs (1, K), weight)`` per output head that the task's loss supervises
+            (SRMIL: the masked and the complete graph); names start with ``ce`` (renamed after the task's loss
+            in the logs: ``nll_full`` for survival, ...).
+        unsupervised: ``(part name, loss 0-d, weight)`` of label-free (or label-specific auxiliary) terms,
+            e.g. SRMIL's reconstruction.
+        outputs: (1, K) detached outputs of the complete slide.
+        skipped: names of terms whose weight is zero (reported as 0, not computed).
+
+    The step's loss is ``sum_s w_s * task_loss(outputs_s) + sum_u w_u * loss_u``.
+    """
+
+    supervised: list[tuple[str, Tensor, float]]
+    unsupervised: list[tuple[str, Tensor, float]]
+    outputs: Tensor
+    skipped: tuple[str, ...] = ()
+
+
+def combine_terms(terms: TrainingTerms, supervised_loss: Any) -> tuple[Tensor, dict[str, float]]:
+    """``(loss 0-d, parts {name: float})`` of one slide's terms, with ``supervised_loss(outputs (1, K))``."""
+    total: Tensor | None = None
+    parts: dict[str, float] = {name: 0.0 for name in terms.skipped}
+    for name, out, w in terms.supervised:
+        value = supervised_loss(out)
+        parts[name] = float(value.detach())
+        total = w * value if total is None else total + w * value
+    for name, value, w in terms.unsupervised:
+        parts[name] = float(value.detach())
+        total = w * value if total is None else total + w * value
+    assert total is not None, "a model's training_terms returned no term"
+    return total, parts
 
 
 def slide_name(data: Any) -> str:
@@ -68,7 +106,8 @@ class MILModel(nn.Module):
 
     Args:
         in_dim: D, features per patch.
-        num_classes: C >= 2.
+        num_classes: K >= 1 outputs per slide: the C classes of a classification, the time bins of a
+            discrete-time survival model, 1 for a Cox risk or a regression value.
     """
 
     needs_graph: ClassVar[bool] = False
@@ -77,8 +116,9 @@ class MILModel(nn.Module):
         super().__init__()
         if isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim < 1:
             raise ConfigError(f"model argument 'in_dim': expected a positive int, got {in_dim!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ConfigError(f"model argument 'num_classes': expected an int >= 2, got {num_classes!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"model argument 'num_classes': expected an int >= 1 (outputs per slide), "
+                              f"got {num_classes!r}")
         self.in_dim = in_dim
         self.num_classes = num_classes
 
@@ -120,15 +160,25 @@ class MILModel(nn.Module):
 
     # ------------------------------------------------------------------ training
     def cross_entropy(self, logits: Tensor, y: Tensor, class_weight: Tensor | None = None) -> Tensor:
-        """Cross-entropy of (1, C) logits against the label ``y`` (1,), class-weighted if given."""
+        """Cross-entropy of (B, C) logits against labels ``y`` (B,), each slide's term times its class's
+        weight when ``class_weight`` (C,) is given: ``mean_i w[y_i] * CE_i``. (PyTorch's weighted mean,
+        ``sum w l / sum w``, would cancel the weights when a step holds one slide.)"""
         y = y.view(-1).to(device=logits.device, dtype=torch.long)
+        ce = F.cross_entropy(logits, y, reduction="none")
         if class_weight is not None:
-            class_weight = class_weight.to(device=logits.device, dtype=logits.dtype)
-        return F.cross_entropy(logits, y, weight=class_weight)
+            ce = ce * class_weight.to(device=logits.device, dtype=ce.dtype)[y]
+        return ce.mean()
+
+    def training_terms(self, data: Any, label: int | None = None) -> TrainingTerms:
+        """The supervised outputs and label-free losses of one training pass (default: the forward logits,
+        weight 1). ``label``: the class index, for models with label-specific auxiliary terms (CLAM's
+        instance clustering); None for tasks without classes (those terms are left out)."""
+        out = self(data)
+        return TrainingTerms([("ce", out.logits, 1.0)], [], out.logits.detach())
 
     def training_loss(self, data: Any, y: Tensor, class_weight: Tensor | None = None
                       ) -> tuple[Tensor, Tensor, dict[str, float]]:
-        """One training step's loss.
+        """One classification training step's loss: :meth:`training_terms` with cross-entropy.
 
         Args:
             data: one slide.
@@ -138,12 +188,12 @@ class MILModel(nn.Module):
         Returns:
             ``(loss 0-d, logits (1, C) detached, parts {name: float})``.
         """
-        out = self(data)
-        loss = self.cross_entropy(out.logits, y, class_weight)
-        return loss, out.logits.detach(), {"ce": float(loss.detach())}
+        terms = self.training_terms(data, int(y.view(-1)[0]))
+        loss, parts = combine_terms(terms, lambda out: self.cross_entropy(out, y, class_weight))
+        return loss, terms.outputs, parts
 
     def forward(self, data: Any) -> MILOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-__all__ = ["MILModel", "MILOutput", "check_choice", "check_range", "slide_name"]
+__all__ = ["MILModel", "MILOutput", "TrainingTerms", "combine_terms", "check_choice", "check_range", "slide_name"]

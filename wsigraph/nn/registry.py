@@ -56,7 +56,7 @@ def build_model(name: str, in_dim: int, num_classes: int, **kwargs: Any) -> MILM
     Args:
         name: a key of :data:`MODELS`.
         in_dim: D, features per patch.
-        num_classes: C >= 2.
+        num_classes: K >= 1 outputs per slide (classes; time bins; 1 for a risk or a value).
         **kwargs: constructor arguments (plain ints, floats, strs, bools).
 
     Raises:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from wsigraph.errors import ConfigError
-from wsigraph.nn.base import MILModel, MILOutput, check_choice, check_range
+from wsigraph.nn.base import MILModel, MILOutput, TrainingTerms, check_choice, check_range
 from wsigraph.nn.encoder import CONVS, GNNEncoder
 from wsigraph.nn.gat import ATT_INITS
 from wsigraph.nn.readout import READOUTS, build_readout
@@ -293,20 +293,22 @@ class SRMIL(MILModel):
         logits, scores = self.classify(h, n, attention)
         return MILOutput(logits, None if scores is None else scores.detach())
 
-    def training_loss(self, data: Any, y: Tensor, class_weight: Tensor | None = None
-                      ) -> tuple[Tensor, Tensor, dict[str, float]]:
-        """Reconstruction and corrupted-graph CE from the masked input (one shared pass or two, as
-        ``recon_pass`` says), complete-graph CE from the complete pass.
+    def training_terms(self, data: Any, label: int | None = None) -> TrainingTerms:
+        """Reconstruction and the masked-graph outputs from the masked input (one shared pass or two, as
+        ``recon_pass`` says), the complete-graph outputs from the complete pass.
 
-        Returns ``(loss, complete-graph logits (1, C) detached, {"ce_masked", "ce_full", "recon"})``.
-        A term whose weight is zero (``w_gen = 0``, or ``w_ce = 2`` for the masked CE) is not computed.
+        Terms: ``ce_masked`` (weight ``(2 - w_gen) (2 - w_ce)``), ``ce_full`` (``(2 - w_gen) w_ce``),
+        ``recon`` (``w_gen``): with cross-entropy, the loss is ``(2 - w_gen) ((2 - w_ce) ce_masked + w_ce
+        ce_full) + w_gen recon``. A term whose weight is zero (``w_gen = 0``, or ``w_ce = 2`` for the masked
+        CE) is not computed (reported as 0).
         """
         x = self.features(data)
         n = x.size(0)
         patch_graph, graph = self.graphs(data, n)
         rx = self.reformer(x)
-        zero = x.new_zeros(())
-        ce_masked, recon = zero, zero
+        supervised: list[tuple[str, Tensor, float]] = []
+        skipped: list[str] = []
+        recon: Tensor | None = None
         want_recon, want_masked_ce = self.w_gen > 0, self.w_ce < 2
         if want_recon or want_masked_ce:
             mask = self.sample_mask(n, x.device)
@@ -318,20 +320,22 @@ class SRMIL(MILModel):
             if want_masked_ce or (want_recon and self.recon_pass == "shared"):
                 h, _ = self.encode(rx, graph, mask)
                 if want_masked_ce:
-                    ce_masked = self.cross_entropy(self.classify(h, n)[0], y, class_weight)
+                    supervised.append(("ce_masked", self.classify(h, n)[0], (2 - self.w_gen) * (2 - self.w_ce)))
                 if want_recon and self.recon_pass == "shared":
                     recon = sce_loss(self.reconstruct(h, patch_graph, mask), x, self.alpha, rows=mask)
                 del h
+        if not want_masked_ce:
+            skipped.append("ce_masked")
         inp = self.encoder_input(rx)
         del rx
         h, _ = self.encoder(inp, graph)
         del inp
         logits = self.classify(h, n)[0]
-        ce_full = self.cross_entropy(logits, y, class_weight)
-        loss = (2 - self.w_gen) * ((2 - self.w_ce) * ce_masked + self.w_ce * ce_full) + self.w_gen * recon
-        parts = {"ce_masked": float(ce_masked.detach()), "ce_full": float(ce_full.detach()),
-                 "recon": float(recon.detach())}
-        return loss, logits.detach(), parts
+        supervised.append(("ce_full", logits, (2 - self.w_gen) * self.w_ce))
+        unsupervised = [] if recon is None else [("recon", recon, float(self.w_gen))]
+        if recon is None:
+            skipped.append("recon")
+        return TrainingTerms(supervised, unsupervised, logits.detach(), tuple(skipped))
 
 
 __all__ = ["SRMIL", "sce_loss"]

@@ -129,6 +129,9 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
     from wsigraph.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
+    from wsigraph.train.inference import require_classification
+
+    require_classification(ckpt, "predict")
     files = _feature_files(features)
     out = Path(out_dir)
     scores_dir = out / "scores"

@@ -48,6 +48,13 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     wsigraph_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the fitted task: ``{"name": "classification"}`` (checkpoints from before tasks), or survival /
+    #: regression with their fitted state (time bins, target scale)
+    task: dict[str, Any] = field(default_factory=lambda: {"name": "classification"})
+
+    @property
+    def task_name(self) -> str:
+        return str(self.task.get("name", "classification"))
 
     def metadata(self) -> dict[str, Any]:
         """The plain metadata dict (everything but the weights)."""
@@ -56,7 +63,7 @@ class Checkpoint:
             "model": {"name": self.model_name, "params": dict(self.model_params), "in_dim": int(self.in_dim),
                       "num_classes": int(self.num_classes)},
             "classes": list(self.classes), "ordinal": bool(self.ordinal), "graph": dict(self.graph),
-            "epoch": self.epoch, "metrics": dict(self.metrics), "extra": dict(self.extra),
+            "epoch": self.epoch, "metrics": dict(self.metrics), "extra": dict(self.extra), "task": dict(self.task),
         }
 
     def build_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -109,8 +116,9 @@ def plain(value: Any) -> Any:
 
 def make_metadata(model_name: str, model_params: Mapping[str, Any], in_dim: int, num_classes: int,
                   classes: list[str], *, ordinal: bool = False, graph: Any = None, epoch: int | None = None,
-                  metrics: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> dict:
-    """The metadata dict of a checkpoint (plain values only)."""
+                  metrics: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None,
+                  task: Mapping[str, Any] | None = None) -> dict:
+    """The metadata dict of a checkpoint (plain values only); ``task``: ``{"name", **fitted state}``."""
     from wsigraph import __version__
 
     return plain({
@@ -119,6 +127,7 @@ def make_metadata(model_name: str, model_params: Mapping[str, Any], in_dim: int,
                   "num_classes": int(num_classes)},
         "classes": list(classes), "ordinal": bool(ordinal), "graph": graph or {},
         "epoch": epoch, "metrics": dict(metrics or {}), "extra": dict(extra or {}),
+        "task": dict(task or {"name": "classification"}),
     })
 
 
@@ -176,10 +185,11 @@ def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None,
             in_dim=int(m["in_dim"]), num_classes=int(m["num_classes"]), classes=[str(c) for c in meta["classes"]],
             state_dict=state, ordinal=bool(meta.get("ordinal", False)), graph=dict(meta.get("graph") or {}),
             epoch=meta.get("epoch"), metrics=dict(meta.get("metrics") or {}),
-            wsigraph_version=str(meta.get("wsigraph_version", "")), extra=dict(meta.get("extra") or {}))
+            wsigraph_version=str(meta.get("wsigraph_version", "")), extra=dict(meta.get("extra") or {}),
+            task=dict(meta.get("task") or {"name": "classification"}))
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{path}: checkpoint metadata incomplete or malformed ({type(e).__name__}: {e})") from e
-    if len(ckpt.classes) != ckpt.num_classes:
+    if ckpt.task_name == "classification" and len(ckpt.classes) != ckpt.num_classes:
         raise InputError(f"{path}: metadata lists {len(ckpt.classes)} classes but num_classes={ckpt.num_classes}")
     mismatches = []
     if expect_model is not None and expect_model != ckpt.model_name:

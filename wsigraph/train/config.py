@@ -20,7 +20,11 @@ from wsigraph.errors import ConfigError
 from wsigraph.graph.params import GraphConfig
 
 SPLIT_MODES = ("auto", "manifest", "kfold", "csv")
-SELECT_METRICS = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa", "loss")
+SELECT_METRICS = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa", "loss")  # classification
+#: model-selection metrics per task; the first is the task's default (``train.select_metric: auto``)
+TASK_SELECT_METRICS = {"classification": SELECT_METRICS, "survival": ("c_index", "mean_td_auc", "loss"),
+                       "regression": ("pearson", "spearman", "mse_neg", "loss")}
+TASK_TIEBREAK = {"classification": "auc", "survival": None, "regression": None}
 SELECT_TIES = ("earlier", "later")
 SHUFFLES = ("epoch", "once", "none")
 LOGGERS = ("csv", "tensorboard", "none")
@@ -31,11 +35,60 @@ def _help(text: str, **kw: Any) -> Any:
     return field(metadata={"help": text}, **kw)
 
 
+TASK_NAMES = ("classification", "survival", "regression")
+
+
+@dataclass
+class SurvivalConfig:
+    """``data.task: survival``: the manifest's follow-up columns and the survival loss."""
+
+    time_col: str = _help("manifest column of the follow-up time (>= 0, any unit)", default="time")
+    event_col: str = _help("manifest column of the event indicator (1 = event observed, 0 = censored)",
+                           default="event")
+    loss: str = _help("nll (discrete-time likelihood over quantile time bins, Patch-GCN) | cox (partial "
+                      "likelihood over the slides of a step: needs train.batch_size >= 2)", default="nll")
+    n_bins: int = _help("time bins of nll: quantiles of the training fold's event times", default=4)
+    alpha: float = _help("nll: extra weight of the uncensored terms, in [0, 1] (Patch-GCN)", default=0.0)
+    horizons: Optional[list[float]] = _help("times of the time-dependent AUC (null: quartiles of the training "
+                                            "fold's event times)", default=None)
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("nll", "cox"):
+            raise ConfigError(f"data.survival.loss must be 'nll' or 'cox', got {self.loss!r}")
+        if self.n_bins < 2:
+            raise ConfigError(f"data.survival.n_bins must be >= 2, got {self.n_bins}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"data.survival.alpha must be in [0, 1], got {self.alpha}")
+        if self.horizons is not None and any(h <= 0 for h in self.horizons):
+            raise ConfigError(f"data.survival.horizons must be > 0, got {self.horizons}")
+
+
+@dataclass
+class RegressionConfig:
+    """``data.task: regression``: the manifest's target column and the loss."""
+
+    target_col: str = _help("manifest column of the continuous target", default="target")
+    loss: str = _help("mse | huber", default="mse")
+    delta: float = _help("huber: the error where the loss turns linear (in standardised units)", default=1.0)
+    standardize: bool = _help("train on (y - mean) / sd of the training fold (predictions on the original "
+                              "scale)", default=True)
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("mse", "huber"):
+            raise ConfigError(f"data.regression.loss must be 'mse' or 'huber', got {self.loss!r}")
+        if self.delta <= 0:
+            raise ConfigError(f"data.regression.delta must be > 0, got {self.delta}")
+
+
 @dataclass
 class DataConfig:
     """Which slides, where their features are, and how they are split."""
 
-    manifest: str = _help("cohort CSV: slide_id,label[,case_id][,split]")
+    manifest: str = _help("cohort CSV: slide_id,label[,case_id][,split] (survival: time and event columns; "
+                          "regression: a target column)")
+    task: str = _help("classification | survival | regression", default="classification")
+    survival: SurvivalConfig = _help("data.task survival: columns and loss", default_factory=SurvivalConfig)
+    regression: RegressionConfig = _help("data.task regression: column and loss", default_factory=RegressionConfig)
     feature_dir: Optional[str] = _help("folder of <slide_id>.h5 feature files", default=None)
     classes: Optional[list[str]] = _help("ordered class names (label_index = position); null: sorted labels",
                                          default=None)
@@ -52,6 +105,8 @@ class DataConfig:
                                         "false: refused before training", default=False)
 
     def __post_init__(self) -> None:
+        if self.task not in TASK_NAMES:
+            raise ConfigError(f"data.task must be one of {list(TASK_NAMES)}, got {self.task!r}")
         if self.split_mode not in SPLIT_MODES:
             raise ConfigError(f"split_mode must be one of {list(SPLIT_MODES)}, got {self.split_mode!r}")
         if self.split_mode == "csv" and not self.splits_csv:
@@ -86,9 +141,14 @@ class TrainConfig:
     weight_decay: float = _help("AdamW weight decay", default=1e-5)
     scheduler: str = _help("cosine (CosineAnnealingLR over the epochs) | none", default="cosine")
     min_lr: float = _help("learning rate at the end of the cosine schedule", default=0.0)
-    select_metric: str = _help("validation metric of model selection: " + " | ".join(SELECT_METRICS),
-                               default="accuracy")
-    select_tiebreak: Optional[str] = _help("metric breaking ties of select_metric (null: none)", default="auc")
+    select_metric: str = _help("validation metric of model selection, auto: the task's (classification: accuracy; "
+                               "survival: c_index; regression: pearson). Classification: "
+                               + " | ".join(SELECT_METRICS) + "; survival: c_index | mean_td_auc | loss; "
+                               "regression: pearson | spearman | mse_neg | loss", default="auto")
+    select_tiebreak: Optional[str] = _help("metric breaking ties of select_metric (null: none; auto: auc for "
+                                           "classification, none otherwise)", default="auto")
+    batch_size: int = _help("slides per training step (their losses averaged; the Cox loss compares them): 1 is "
+                            "the paper's recipe", default=1)
     select_after: float = _help("select only after this fraction of the epochs", default=0.6)
     select_epoch_base: int = _help("epoch numbering of select_after: 1 (epoch e of 1..E is eligible when "
                                    "e > select_after * E; 100 epochs -> 61..100) | 0 (0-based index > "
@@ -127,10 +187,13 @@ class TrainConfig:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.scheduler not in ("cosine", "none"):
             raise ConfigError(f"scheduler must be 'cosine' or 'none', got {self.scheduler!r}")
+        known = sorted({m for ms in TASK_SELECT_METRICS.values() for m in ms} | {"auto"})
         for name in ("select_metric", "select_tiebreak"):
             v = getattr(self, name)
-            if v is not None and v not in SELECT_METRICS:
-                raise ConfigError(f"{name} must be one of {list(SELECT_METRICS)}, got {v!r}")
+            if v is not None and v not in known:
+                raise ConfigError(f"{name} must be one of {known}, got {v!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.select_after < 1.0:
             raise ConfigError(f"select_after must be in [0, 1), got {self.select_after}")
         if self.select_epoch_base not in (0, 1):
@@ -173,6 +236,21 @@ class ExperimentConfig:
     model: ModelConfig = _help("model", default_factory=ModelConfig)
     train: TrainConfig = _help("training", default_factory=TrainConfig)
     output_dir: str = _help("results folder (resumes when it holds a previous run)", default="runs/experiment")
+
+    def __post_init__(self) -> None:
+        task, t = self.data.task, self.train
+        allowed = TASK_SELECT_METRICS[task]
+        if t.select_metric == "auto":
+            t.select_metric = allowed[0]
+        if t.select_tiebreak == "auto":
+            t.select_tiebreak = TASK_TIEBREAK[task]
+        for name in ("select_metric", "select_tiebreak"):
+            v = getattr(t, name)
+            if v is not None and v not in allowed:
+                raise ConfigError(f"train.{name}: {v!r} is not a {task} metric; one of {list(allowed)}")
+        if task == "survival" and self.data.survival.loss == "cox" and t.batch_size < 2:
+            raise ConfigError("data.survival.loss 'cox' compares the slides of a training step: set "
+                              "train.batch_size >= 2 (16-64 are usual), or use loss 'nll'")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -309,16 +387,18 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def default_config(model: str = "srmil", manifest: str = "manifest.csv",
-                   feature_dir: str | None = "features", recipe: str = "default") -> ExperimentConfig:
+                   feature_dir: str | None = "features", recipe: str = "default",
+                   task: str = "classification") -> ExperimentConfig:
     """The defaults with every constructor argument of ``model``, changed as ``recipe`` (a key of
     :data:`RECIPES`) says; the ``model`` part of a recipe applies to the models that take those
-    arguments."""
+    arguments. ``task``: ``data.task`` (the selection metric follows it)."""
     if recipe not in RECIPES:
         raise ConfigError(f"unknown recipe {recipe!r}; valid recipes: {', '.join(RECIPES)}")
     spec = RECIPES[recipe]
     defaults, _ = model_signature_defaults(model)
     params = resolved_model_params(model, {k: v for k, v in spec.get("model", {}).items() if k in defaults})
-    return ExperimentConfig(data=DataConfig(manifest=manifest, feature_dir=feature_dir, **spec.get("data", {})),
+    return ExperimentConfig(data=DataConfig(manifest=manifest, feature_dir=feature_dir, task=task,
+                                            **spec.get("data", {})),
                             model=ModelConfig(name=model, params=params), train=TrainConfig(**spec.get("train", {})))
 
 
@@ -326,5 +406,5 @@ __all__ = [
     "ExperimentConfig", "DataConfig", "GraphConfig", "ModelConfig", "TrainConfig",
     "load_experiment_config", "default_config", "validate_model_params", "resolved_model_params",
     "check_model_graph",
-    "SELECT_METRICS", "RECIPES",
+    "SELECT_METRICS", "TASK_SELECT_METRICS", "TASK_NAMES", "SurvivalConfig", "RegressionConfig", "RECIPES",
 ]

@@ -99,10 +99,16 @@ def make_dataset(paths: Sequence[Path], slide_ids: Sequence[str], labels: Sequen
                         slide_ids=[str(s) for s in slide_ids], graph=graph, cache_dir=cache_dir)
 
 
+def slide_list(items: Sequence[Any]) -> list[Any]:
+    """Collate of ``batch_size`` > 1: the step's slides as a list (each run on its own)."""
+    return list(items)
+
+
 def make_loader(dataset: Any, *, shuffle: bool = False, num_workers: int = 0, seed: int | None = None,
-                reshuffle: bool = True) -> Any:
-    """PyG ``DataLoader`` with one slide per batch; ``shuffle`` uses an :class:`EpochShuffleSampler`
-    (order a function of ``(seed, epoch)``, or of ``seed`` alone when not ``reshuffle``)."""
+                reshuffle: bool = True, batch_size: int = 1) -> Any:
+    """PyG ``DataLoader`` with one slide per batch (``batch_size`` > 1: a torch DataLoader yielding lists of
+    that many slides); ``shuffle`` uses an :class:`EpochShuffleSampler` (order a function of ``(seed,
+    epoch)``, or of ``seed`` alone when not ``reshuffle``)."""
     from torch_geometric.loader import DataLoader
 
     sampler = None
@@ -114,6 +120,10 @@ def make_loader(dataset: Any, *, shuffle: bool = False, num_workers: int = 0, se
     # state (model masking, dropout) stays a function of (seed, epoch) -- see MILLightningModule(seed=)
     gen = torch.Generator()
     gen.manual_seed(0 if seed is None else int(seed))
+    if batch_size > 1:
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
+                                           num_workers=num_workers, persistent_workers=num_workers > 0,
+                                           generator=gen, collate_fn=slide_list)
     return DataLoader(dataset, batch_size=1, shuffle=False, sampler=sampler, num_workers=num_workers,
                       persistent_workers=num_workers > 0, generator=gen)
 
@@ -133,6 +143,31 @@ def _batch_slide_id(batch: Any, fallback: str) -> str:
     if isinstance(sid, (list, tuple)):
         sid = sid[0] if sid else None
     return str(sid) if sid is not None else fallback
+
+
+@torch.no_grad()
+def iter_outputs(model: torch.nn.Module, loader: Any, slide_ids: Sequence[str], device: torch.device,
+                 precision: str = "auto", progress: bool = False, desc: str = "predict"
+                 ) -> Iterator[tuple[str, torch.Tensor, np.ndarray | None]]:
+    """Yield ``(slide_id, outputs (1, K) float32 on CPU, patch_scores (N,) or None)`` per slide."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    it = tqdm(loader, total=len(slide_ids), desc=desc, unit="slide", disable=not progress, dynamic_ncols=True)
+    for i, batch in enumerate(it):
+        batch = batch.to(device)
+        with _autocast(device, precision):
+            out = model(batch)
+        scores = None if out.patch_scores is None else out.patch_scores.float().view(-1).cpu().numpy()
+        yield _batch_slide_id(batch, slide_ids[i]), out.logits.float().view(1, -1).cpu(), scores
+
+
+def require_classification(ckpt: Any, command: str) -> None:
+    """InputError for a survival / regression checkpoint in a command that reads class probabilities."""
+    if ckpt.task_name != "classification":
+        raise InputError(f"{ckpt.path}: a {ckpt.task_name} checkpoint; `wsigraph {command}` handles classification "
+                         "checkpoints only in this version (the fold's predictions and metrics of a "
+                         f"{ckpt.task_name} run are in its training output folder)")
 
 
 @torch.no_grad()
@@ -211,6 +246,7 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
     from wsigraph.utils.atomic import atomic_write_json
 
     ckpt = load_checkpoint(checkpoint)
+    require_classification(ckpt, "evaluate")
     graph = checkpoint_graph(ckpt, no_coords)
     cohort = read_manifest(manifest, classes=ckpt.classes, feature_dir=feature_dir)
     if split is not None:
@@ -259,5 +295,5 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
     return metrics
 
 
-__all__ = ["evaluate", "iter_predictions", "trained_features", "checkpoint_graph", "check_feature_dims", "feature_dim",
+__all__ = ["evaluate", "iter_predictions", "iter_outputs", "require_classification", "slide_list", "trained_features", "checkpoint_graph", "check_feature_dims", "feature_dim",
            "predictions_frame"]

@@ -7,8 +7,11 @@ duplicates from the distributed sampler removed by slide position), the metrics 
 and broadcast, so every rank holds the same ``last_val_metrics`` (model selection and early stopping then
 agree on every rank).
 
-Batches are PyG ``Batch`` objects of one graph (``DataLoader(batch_size=1)``); each carries
-``sample_pos`` (1,) int64, the slide's position in its dataset (see :class:`PositionedDataset`).
+Batches are PyG ``Batch`` objects of one graph (``DataLoader(batch_size=1)``), or lists of ``Data``
+(``train.batch_size`` > 1: the slides of one step, each run on its own, their task losses taken over the
+step); each slide carries ``sample_pos`` (1,) int64, its position in its dataset, and ``target`` (1, T)
+float64, its task target (see :class:`PositionedDataset`). What the outputs mean, their loss and metrics
+come from the task (:mod:`wsigraph.tasks`; classification by default).
 """
 from __future__ import annotations
 
@@ -17,11 +20,7 @@ from typing import Any, Sequence
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from wsigraph.train.metrics import classification_metrics
-
-SCALAR_LOG_KEYS = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa", "loss")
 #: per-epoch attention diagnostics on the evaluated slides (models whose patch scores are a distribution):
 #: ``attn_eff_frac`` = exp(entropy) / N, the effective share of a slide's patches attended (1 = uniform),
 #: averaged over slides; ``attn_lesion_mass`` = attention mass on ground-truth lesion patches
@@ -81,10 +80,14 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 class PositionedDataset(torch.utils.data.Dataset):
     """Wraps a dataset of PyG ``Data``; each item gets ``sample_pos`` = its index (for de-duplication when
-    gathering predictions across ranks)."""
+    gathering predictions across ranks) and, when ``targets`` (n, T) are given, ``target`` (1, T) float64
+    (else the class label ``y`` as a (1, 1) target)."""
 
-    def __init__(self, dataset: Any):
+    def __init__(self, dataset: Any, targets: np.ndarray | None = None):
         self.dataset = dataset
+        self.targets = None if targets is None else torch.as_tensor(np.asarray(targets, dtype=np.float64))
+        if self.targets is not None and len(self.targets) != len(dataset):
+            raise ValueError(f"{len(self.targets)} targets for {len(dataset)} slides")
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -92,7 +95,45 @@ class PositionedDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Any:
         data = self.dataset[i]
         data.sample_pos = torch.tensor([int(i)], dtype=torch.long)
+        if self.targets is not None:
+            data.target = self.targets[i].view(1, -1)
         return data
+
+
+def slide_target(data: Any) -> torch.Tensor:
+    """(1, T) float64 target of one slide (``target``; else its class label ``y``)."""
+    t = getattr(data, "target", None)
+    if t is not None:
+        return t.reshape(1, -1).double()
+    return data.y.view(-1)[:1].double().view(1, 1)
+
+
+def step_loss(model: torch.nn.Module, slides: Sequence[Any], task: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one training step over ``slides`` and its parts: each supervised term of the model's
+    :meth:`~wsigraph.nn.MILModel.training_terms` goes through ``task.loss`` over the step's slides (outputs
+    stacked (B, K)), times its weight; label-free terms are averaged over the slides. With one slide and
+    cross-entropy it is the model's :meth:`~wsigraph.nn.MILModel.training_loss`."""
+    terms = [model.training_terms(d, task.label_of(slide_target(d))) for d in slides]
+    targets = torch.cat([slide_target(d) for d in slides])
+    total: torch.Tensor | None = None
+    parts: dict[str, float] = {name: 0.0 for name in terms[0].skipped}
+
+    def add(v: torch.Tensor) -> None:
+        nonlocal total
+        total = v if total is None else total + v
+
+    prefix = task.loss_name
+    for j, (name, _out, w) in enumerate(terms[0].supervised):
+        outs = torch.cat([t.supervised[j][1] for t in terms])
+        value = task.loss(outs, targets.to(outs.device))
+        parts[name if prefix == "ce" or not name.startswith("ce") else prefix + name[2:]] = float(value.detach())
+        add(w * value)
+    for j, (name, _v, w) in enumerate(terms[0].unsupervised):
+        value = torch.stack([t.unsupervised[j][1] for t in terms]).mean()
+        parts[name] = float(value.detach())
+        add(w * value)
+    assert total is not None
+    return total, parts
 
 
 def _all_gather_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -115,8 +156,8 @@ class MILLightningModule(L.LightningModule):
     """Trains a MILModel.
 
     Args:
-        model: the MILModel (``training_loss(data, y, class_weight)``, ``forward(data) -> MILOutput``).
-        classes: class names (C).
+        model: the MILModel (``training_terms(data, label)``, ``forward(data) -> MILOutput``).
+        classes: class names (C); for other tasks the split strata (unused).
         lr, weight_decay: AdamW.
         epochs: length of the cosine schedule (``CosineAnnealingLR(T_max=epochs)``, stepped per epoch).
         scheduler: ``"cosine"`` or ``"none"``.
@@ -126,13 +167,19 @@ class MILLightningModule(L.LightningModule):
         metadata: plain dict stored in Lightning checkpoints under ``"wsigraph"`` (model name, params, ...).
         seed: when given, the random generators (masking, dropout) are reseeded at every epoch start from
             ``(seed, epoch, rank)``, so a resumed run continues exactly as an uninterrupted one.
+        task: a fitted :class:`~wsigraph.tasks.Task` (None: classification of ``classes`` with ``class_weight``
+            and ``ordinal``).
     """
 
     def __init__(self, model: torch.nn.Module, classes: Sequence[str], *, lr: float = 5e-4,
                  weight_decay: float = 1e-5, epochs: int = 100, scheduler: str = "cosine", min_lr: float = 0.0,
                  class_weight: torch.Tensor | Sequence[float] | None = None, ordinal: bool = False,
-                 metadata: dict | None = None, seed: int | None = None):
+                 metadata: dict | None = None, seed: int | None = None, task: Any = None):
         super().__init__()
+        from wsigraph.tasks import ClassificationTask
+
+        self.task = task if task is not None else ClassificationTask(classes, ordinal=ordinal,
+                                                                     class_weight=class_weight)
         self.seed = seed
         self.model = model
         self.classes = [str(c) for c in classes]
@@ -142,7 +189,7 @@ class MILLightningModule(L.LightningModule):
         self.metadata = dict(metadata or {})
         cw = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
         self.register_buffer("class_weight", cw, persistent=False)
-        self._outputs: list[tuple[int, int, torch.Tensor, float, tuple[float, float, float]]] = []
+        self._outputs: list[tuple[int, torch.Tensor, torch.Tensor, float, tuple[float, float, float]]] = []
         self.last_val_metrics: dict[str, Any] = {}
         self.last_val_predictions: dict[str, np.ndarray] = {}
         self._train_parts: dict[str, list[float]] = {}
@@ -156,18 +203,14 @@ class MILLightningModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs, eta_min=self.min_lr)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
-    @staticmethod
-    def _label(batch: Any) -> torch.Tensor:
-        return batch.y.view(-1)[:1].long()
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        y = self._label(batch)
-        loss, _logits, parts = self.model.training_loss(batch, y, self.class_weight)
+        slides = batch if isinstance(batch, (list, tuple)) else [batch]
+        loss, parts = step_loss(self.model, slides, self.task)
         value = float(loss.detach())
         # rank-local running mean for the progress bar; the epoch means over ranks come from
         # reduce_train_parts (one collective, called by every rank at the same point)
-        self.log("train/loss", value, on_step=False, on_epoch=True, batch_size=1, sync_dist=False, prog_bar=True,
-                 logger=False)  # the loggers get EpochLog's per-epoch row (every loss part), one step per epoch
+        self.log("train/loss", value, on_step=False, on_epoch=True, batch_size=len(slides), sync_dist=False,
+                 prog_bar=True, logger=False)  # the loggers get EpochLog's per-epoch row (every loss part)
         self._train_parts.setdefault("loss", []).append(value)
         for k, v in parts.items():
             if k != "loss":
@@ -202,11 +245,12 @@ class MILLightningModule(L.LightningModule):
     def _eval_step(self, batch: Any) -> None:
         out = self.model(batch)
         logits = out.logits.float().view(1, -1)
-        y = self._label(batch)
-        loss = float(F.cross_entropy(logits, y.clamp(min=0)).item()) if int(y) >= 0 else float("nan")
+        target = slide_target(batch)
+        labeled = bool(self.task.labeled(target.cpu().numpy())[0])
+        loss = self.task.eval_loss(logits, target.to(logits.device)) if labeled else float("nan")
         pos = int(batch.sample_pos.view(-1)[0]) if hasattr(batch, "sample_pos") else len(self._outputs)
         attn = attention_stats(out.patch_scores, getattr(batch, "patch_labels", None))
-        self._outputs.append((pos, int(y), torch.softmax(logits, dim=-1)[0].detach(), loss, attn))
+        self._outputs.append((pos, target.view(-1).cpu(), self.task.eval_row(logits).detach(), loss, attn))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch)
@@ -226,33 +270,34 @@ class MILLightningModule(L.LightningModule):
         self._finish_eval("test")
 
     def _gather_outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(pos, y, probs, loss, attention stats (n, 3)) of every slide over all ranks, sorted by position,
-        duplicates removed."""
-        c = len(self.classes)
-        rows = [torch.cat([torch.tensor([p, y, l, *a], dtype=torch.float64), pr.double().cpu()])
-                for p, y, pr, l, a in self._outputs]
-        local = torch.stack(rows) if rows else torch.zeros((0, 6 + c), dtype=torch.float64)
+        """(pos, targets (n, T), rows (n, P), loss, attention stats (n, 3)) of every slide over all ranks,
+        sorted by position, duplicates removed."""
+        n_target = len(self._outputs[0][1]) if self._outputs else (1 if self.task.name != "survival" else 2)
+        n_row = len(self.task.row_names())
+        rows = [torch.cat([torch.tensor([p, l, *a], dtype=torch.float64), t.double(), pr.double().cpu()])
+                for p, t, pr, l, a in self._outputs]
+        local = torch.stack(rows) if rows else torch.zeros((0, 5 + n_target + n_row), dtype=torch.float64)
         if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             local = _all_gather_rows(local.to(self.device)).cpu()
         arr = local.numpy()
         _, first = np.unique(arr[:, 0].astype(np.int64), return_index=True)
         arr = arr[first]
-        return arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 6:], arr[:, 2], arr[:, 3:6]
+        return arr[:, 0].astype(np.int64), arr[:, 5:5 + n_target], arr[:, 5 + n_target:], arr[:, 1], arr[:, 2:5]
 
     def _finish_eval(self, stage: str) -> None:
         if self.trainer.sanity_checking:
             self._outputs = []
             return
-        pos, y, probs, loss, attn = self._gather_outputs()
+        pos, targets, rows, loss, attn = self._gather_outputs()
         metrics: dict[str, Any] | None = None
         if self.trainer.is_global_zero:
             import warnings
 
-            labeled = y >= 0
+            labeled = self.task.labeled(targets)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                metrics = classification_metrics(y[labeled], probs[labeled], self.classes, ordinal=self.ordinal)
-            metrics["loss"] = float(np.nanmean(loss)) if labeled.any() else float("nan")
+                metrics = self.task.metrics(targets[labeled], rows[labeled])
+            metrics["loss"] = float(np.nanmean(loss)) if np.isfinite(loss).any() else float("nan")
             for j, key in enumerate(ATTENTION_KEYS):
                 col = attn[:, j]
                 if np.isfinite(col).any():
@@ -261,12 +306,12 @@ class MILLightningModule(L.LightningModule):
             metrics = self.trainer.strategy.broadcast(metrics, src=0)
         assert metrics is not None
         self.last_val_metrics = metrics
-        self.last_val_predictions = {"pos": pos, "y": y, "probs": probs}
-        for k in SCALAR_LOG_KEYS:  # identical on every rank: no sync needed
+        self.last_val_predictions = {"pos": pos, "targets": targets, "rows": rows}
+        for k in (*self.task.summary_metrics, "loss"):  # identical on every rank: no sync needed
             v = metrics.get(k)
-            if v is not None:
+            if isinstance(v, (int, float)):
                 self.log(f"{stage}/{k}", float(v), on_epoch=True, batch_size=1, sync_dist=False,
-                         prog_bar=(k in ("accuracy", "auc")), logger=False)
+                         prog_bar=(k in self.task.log_metrics), logger=False)
         self._outputs = []
 
     # ---------------------------------------------------------------- checkpoints
@@ -276,5 +321,5 @@ class MILLightningModule(L.LightningModule):
         checkpoint[LIGHTNING_KEY] = plain({**self.metadata, "epoch": int(self.current_epoch)})
 
 
-__all__ = ["MILLightningModule", "PositionedDataset", "EpochShuffleSampler", "epoch_seed", "attention_stats",
-           "ATTENTION_KEYS"]
+__all__ = ["MILLightningModule", "PositionedDataset", "step_loss", "slide_target", "EpochShuffleSampler",
+           "epoch_seed", "attention_stats", "ATTENTION_KEYS"]

@@ -174,11 +174,20 @@ def class_weights(spec: str | list[float], train_labels: Sequence[int], classes:
 
 
 def load_cohort(cfg: ExperimentConfig) -> Any:
+    """The manifest's cohort. For survival and regression every slide's target is checked (a bad value is an
+    InputError naming its line and column) and ``label`` / ``label_index`` hold the split strata
+    (:func:`wsigraph.tasks.cohort.stratified_cohort`)."""
     from wsigraph.data.manifest import read_manifest
+    from wsigraph.tasks.cohort import build_task, stratified_cohort, task_targets
 
     if cfg.data.feature_dir is None:
         raise ConfigError("data.feature_dir is not set: the folder of the slides' feature files is needed")
-    return read_manifest(cfg.data.manifest, classes=cfg.data.classes, feature_dir=cfg.data.feature_dir)
+    if cfg.data.task == "classification":
+        return read_manifest(cfg.data.manifest, classes=cfg.data.classes, feature_dir=cfg.data.feature_dir)
+    cohort = read_manifest(cfg.data.manifest, feature_dir=cfg.data.feature_dir, require_labels=False,
+                           label_col="\0no label column")
+    task = build_task(cfg.data)
+    return stratified_cohort(task, cohort, task_targets(task, cohort))
 
 
 def make_or_load_splits(cfg: ExperimentConfig, cohort: Any, out: Path, write: bool) -> Any:
@@ -346,6 +355,7 @@ def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k
     import lightning as L
 
     from wsigraph.nn import build_model
+    from wsigraph.tasks.cohort import build_task, task_targets
     from wsigraph.train.checkpoint import SafeCheckpointIO, make_metadata
     from wsigraph.train.lightning_module import MILLightningModule, PositionedDataset
     from wsigraph.train.selection import EpochLog, FoldProgressBar, LastCheckpoint, ModelSelection
@@ -362,20 +372,26 @@ def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k
     if unlabeled:
         log.warning("fold %d: %d slide(s) without a label left out of training and evaluation", k, unlabeled)
     L.seed_everything(t.seed, workers=True, verbose=False)
-    model = build_model(cfg.model.name, in_dim, len(classes), **cfg.model.params)
+    classification = cfg.data.task == "classification"
+    cw = class_weights(t.class_weights, subs["train"].label_indices, classes) if classification else None
+    task = build_task(cfg.data, classes, class_weight=cw)
+    targets = {p: task_targets(task, s) for p, s in subs.items()}
+    task.fit(targets["train"])
+    model = build_model(cfg.model.name, in_dim, task.out_dim, **cfg.model.params)
     params = resolved_model_params(cfg.model.name, cfg.model.params)
-    meta = make_metadata(cfg.model.name, params, in_dim, len(classes), classes, ordinal=cfg.data.ordinal,
-                         graph=dump_config(cfg.graph), extra={"fold": k, "seed": t.seed, "features": features or {}})
-    cw = class_weights(t.class_weights, subs["train"].label_indices, classes)
+    meta = make_metadata(cfg.model.name, params, in_dim, task.out_dim, classes, ordinal=cfg.data.ordinal,
+                         graph=dump_config(cfg.graph), extra={"fold": k, "seed": t.seed, "features": features or {}},
+                         task={"name": task.name, **task.state()})
     module = MILLightningModule(model, classes, lr=t.lr, weight_decay=t.weight_decay, epochs=t.epochs,
                                 scheduler=t.scheduler, min_lr=t.min_lr, class_weight=cw, ordinal=cfg.data.ordinal,
-                                metadata=meta, seed=t.seed)
-    datasets = {p: PositionedDataset(make_dataset(s.feature_paths, s.slide_ids, s.label_indices, cfg.graph,
-                                                  cfg.data.cache_dir))
+                                metadata=meta, seed=t.seed, task=task)
+    datasets = {p: PositionedDataset(make_dataset(s.feature_paths, s.slide_ids, s.label_indices if classification
+                                                  else None, cfg.graph, cfg.data.cache_dir),
+                                     targets=None if classification else targets[p])
                 for p, s in subs.items() if len(s)}
     nw = cfg.data.num_workers
     train_loader = make_loader(datasets["train"], shuffle=t.shuffle != "none", num_workers=nw, seed=t.seed,
-                               reshuffle=t.shuffle == "epoch")
+                               reshuffle=t.shuffle == "epoch", batch_size=t.batch_size)
     val_loader = make_loader(datasets["val"], num_workers=nw) if "val" in datasets else None
     if val_loader is None:
         log.warning("fold %d: no validation slides; the last epoch's weights are kept", k)
@@ -401,8 +417,8 @@ def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k
         if resume is not None:
             log.info("fold %d: resuming from %s", k, resume)
         sizes = ", ".join(f"{p} {len(s)}" for p, s in subs.items())
-        log.info("fold %d: %s slides; model %s (in_dim %d, %d classes)", k, sizes, cfg.model.name, in_dim,
-                 len(classes))
+        log.info("fold %d: %s slides; model %s (in_dim %d, %s)", k, sizes, cfg.model.name, in_dim,
+                 f"{len(classes)} classes" if classification else f"{task.name}, {task.out_dim} output(s)")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             # validation metrics are computed on gathered predictions and broadcast: identical on every rank
@@ -411,7 +427,8 @@ def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k
             trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
         result: dict = {}
         if trainer.is_global_zero:
-            result = _evaluate_fold(cfg, subs, k, fold_dir, selection, in_dim, trainer.strategy.root_device)
+            result = _evaluate_fold(cfg, subs, k, fold_dir, selection, in_dim, trainer.strategy.root_device, task,
+                                    targets)
         if trainer.world_size > 1:
             trainer.strategy.barrier("wsigraph_fold_done")
             result = trainer.strategy.broadcast(result, src=0)
@@ -419,53 +436,95 @@ def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k
 
 
 def _evaluate_fold(cfg: ExperimentConfig, subs: dict[str, Any], k: int, fold_dir: Path, selection: Any,
-                   in_dim: int, device: Any) -> dict:
+                   in_dim: int, device: Any, task: Any, targets: dict[str, np.ndarray]) -> dict:
     """Score the selected checkpoint on val and test; write predictions and ``results.json``."""
     import torch
 
     from wsigraph import __version__
     from wsigraph.train.checkpoint import load_checkpoint
-    from wsigraph.train.metrics import metrics_with_ci
+    from wsigraph.train.inference import iter_outputs
     from wsigraph.utils.atomic import atomic_write_json
 
     classes = subs["train"].classes
     ckpt = load_checkpoint(fold_dir / "best.ckpt", expect_model=cfg.model.name, expect_in_dim=in_dim,
-                           expect_num_classes=len(classes))
+                           expect_num_classes=task.out_dim)
     device = torch.device(device)
     model = ckpt.build_model(device)
     precision = resolve_precision(cfg.train.precision, cfg.train.accelerator)
+
+    def rows_of(part: str) -> tuple[list[str], np.ndarray]:
+        sub = subs[part]
+        ds = make_dataset(sub.feature_paths, sub.slide_ids, sub.label_indices, cfg.graph, cfg.data.cache_dir)
+        out = list(iter_outputs(model, make_loader(ds, num_workers=cfg.data.num_workers), sub.slide_ids, device,
+                                precision))
+        return [o[0] for o in out], torch.stack([task.eval_row(o[1]) for o in out]).double().numpy()
+
+    # survival metrics read the training fold: its censoring (IPCW weights) and, for Cox, its risks
+    train_rows = rows_of("train")[1] if getattr(task, "kind", None) == "cox" else None
     per_split: dict[str, Any] = {}
     predicted: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for part in ("val", "test"):
-        sub = subs[part]
-        if not len(sub):
+        if not len(subs[part]):
             continue
-        ds = make_dataset(sub.feature_paths, sub.slide_ids, sub.label_indices, cfg.graph, cfg.data.cache_dir)
-        loader = make_loader(ds, num_workers=cfg.data.num_workers)
-        rows = list(iter_predictions(model, loader, sub.slide_ids, device, precision))
-        ids = [r[0] for r in rows]
-        y = np.asarray([r[1] for r in rows], dtype=np.int64)
-        probs = np.stack([r[2] for r in rows])
-        write_csv(predictions_frame(ids, y, probs, classes), fold_dir / f"predictions_{part}.csv")
-        predicted[part] = (y, probs)
+        ids, rows = rows_of(part)
+        write_csv(task.predictions_frame(ids, targets[part], rows), fold_dir / f"predictions_{part}.csv")
+        predicted[part] = (targets[part], rows)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            per_split[part] = metrics_with_ci(y, probs, classes, ordinal=cfg.data.ordinal,
-                                              n_bootstrap=cfg.train.bootstrap, seed=cfg.train.seed)
+            per_split[part] = task.metrics(targets[part], rows, train=(targets["train"], train_rows),
+                                           n_bootstrap=cfg.train.bootstrap, seed=cfg.train.seed)
     result = {
-        "fold": k, "seed": cfg.train.seed, "wsigraph_version": __version__,
+        "fold": k, "seed": cfg.train.seed, "wsigraph_version": __version__, "task": task.name,
         "selected_epoch": None if ckpt.epoch is None else int(ckpt.epoch) + 1,
         "select_metric": cfg.train.select_metric, "select_tiebreak": cfg.train.select_tiebreak,
         "stopped_early_at_epoch": None if selection.stopped_epoch is None else selection.stopped_epoch + 1,
         "n_slides": {p: len(s) for p, s in subs.items()}, "classes": classes,
         "checkpoint": str(fold_dir / "best.ckpt"), "metrics": per_split, "config": dump_config(cfg),
     }
+    if task.name == "survival" and predicted:
+        # risk groups: cut at the validation fold's median risk (where the cut was chosen), applied to test
+        cut = float(np.median(predicted.get("val", next(iter(predicted.values())))[1][:, 0]))
+        for part, (t, r) in predicted.items():
+            from wsigraph.viz.outcomes import logrank_p, risk_groups
+
+            per_split[part]["risk_threshold"] = cut
+            per_split[part]["logrank_p"] = logrank_p(t[:, 0], t[:, 1], risk_groups(r[:, 0], cut))
     atomic_write_json(fold_dir / "results.json", result)
     if cfg.train.plots:
-        write_fold_plots(fold_dir, predicted, classes, n_bootstrap=min(cfg.train.bootstrap, 200), seed=cfg.train.seed)
-    msg = " | ".join(f"{p} acc {m['accuracy']:.3f} auc {m['auc']:.3f}" for p, m in per_split.items())
+        if task.name == "classification":
+            write_fold_plots(fold_dir, {p: (t[:, 0].astype(np.int64), r) for p, (t, r) in predicted.items()},
+                             classes, n_bootstrap=min(cfg.train.bootstrap, 200), seed=cfg.train.seed)
+        else:
+            write_outcome_plots(fold_dir, task.name, predicted, per_split)
+    shown = ("accuracy", "auc") if task.name == "classification" else task.log_metrics
+    short = {"accuracy": "acc"}
+    msg = " | ".join(f"{p} " + " ".join(f"{short.get(n, n)} {m.get(n, float('nan')):.3f}" for n in shown)
+                     for p, m in per_split.items())
     log.info("fold %d: selected epoch %s | %s", k, result["selected_epoch"], msg)
     return result
+
+
+def write_outcome_plots(fold_dir: Path, task: str, predicted: dict[str, tuple[np.ndarray, np.ndarray]],
+                        metrics: dict[str, Any]) -> list[Path]:
+    """``fold_dir/plots/``: survival: ``km_<split>.png`` (Kaplan-Meier of the risk groups, log-rank p);
+    regression: ``scatter_<split>.png``; and the training curves. Failures are logged, never fatal."""
+    from wsigraph.viz.curves import plot_history
+    from wsigraph.viz.outcomes import plot_km_groups, plot_regression
+
+    out = fold_dir / "plots"
+    written: list[Path] = []
+    try:
+        for part, (t, r) in predicted.items():
+            if task == "survival":
+                written.append(plot_km_groups(t[:, 0], t[:, 1], r[:, 0], metrics[part]["risk_threshold"],
+                                              out / f"km_{part}.png", title=f"{part}: risk groups")[0])
+            else:
+                written.append(plot_regression(t[:, 0], r[:, 0], out / f"scatter_{part}.png", title=part))
+        if (fold_dir / "history.csv").exists():
+            written.append(plot_history(fold_dir / "history.csv", out / "training_curves.png"))
+    except Exception as e:  # noqa: BLE001 - a figure must never cost the fold's results
+        log.warning("%s: plots not written (%s: %s)", fold_dir, type(e).__name__, e)
+    return written
 
 
 def write_fold_plots(fold_dir: Path, predicted: dict[str, tuple[np.ndarray, np.ndarray]], classes: Sequence[str], *,
@@ -490,7 +549,9 @@ def write_fold_plots(fold_dir: Path, predicted: dict[str, tuple[np.ndarray, np.n
 # summary
 # ----------------------------------------------------------------------------------------------------
 
-SUMMARY_METRICS = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa")
+SUMMARY_METRICS = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa",  # classification
+                   "c_index", "mean_td_auc", "ibs",                                 # survival
+                   "pearson", "spearman", "mae", "rmse", "r2")                      # regression
 
 
 def summarize(results: Sequence[dict], out: Path, write: bool = True) -> dict:
@@ -506,8 +567,9 @@ def summarize(results: Sequence[dict], out: Path, write: bool = True) -> dict:
         row: dict[str, Any] = {"fold": r["fold"], "selected_epoch": r.get("selected_epoch")}
         for part, m in r.get("metrics", {}).items():
             for name in SUMMARY_METRICS:
-                v = m.get(name)
-                row[f"{part}_{name}"] = float("nan") if v is None else float(v)
+                if name in m:
+                    v = m.get(name)
+                    row[f"{part}_{name}"] = float("nan") if v is None else float(v)
         rows.append(row)
     df = pd.DataFrame(rows)
     summary: dict[str, Any] = {"n_folds": len(rows), "folds": [r["fold"] for r in rows], "metrics": {}}
@@ -529,7 +591,7 @@ def summarize(results: Sequence[dict], out: Path, write: bool = True) -> dict:
         with atomic_path(out / "summary.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.4f")
         means = ", ".join(f"{c} {summary['metrics'][c]['mean']:.3f}" for c in summary["metrics"]
-                          if c.startswith("test_") and c[5:] in ("accuracy", "auc"))
+                          if c.startswith("test_") and c[5:] in ("accuracy", "auc", "c_index", "pearson"))
         log.info("summary over %d fold(s): %s (%s)", len(rows), means or "no test split", out / "summary.csv")
     return summary
 

@@ -157,8 +157,10 @@ class EpochLog(Callback):
         for k, v in parts.items():
             row[f"train_{k}"] = v
         val = getattr(pl_module, "last_val_metrics", {}) or {}
-        for k in ("loss", "accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa", *ATTENTION_KEYS):
-            if k in val:
+        task = getattr(pl_module, "task", None)
+        keys = ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa") if task is None else task.summary_metrics
+        for k in ("loss", *keys, *ATTENTION_KEYS):
+            if isinstance(val.get(k), (int, float)):
                 row[f"val_{k}"] = float(val[k])
         opt = trainer.optimizers[0] if trainer.optimizers else None
         row["lr"] = float(opt.param_groups[0]["lr"]) if opt is not None else float("nan")
@@ -167,8 +169,10 @@ class EpochLog(Callback):
         line = (f"{self.prefix}epoch {epoch + 1}/{trainer.max_epochs} | loss {row['train_loss']:.4f}"
                 + (f" ({parts_text})" if parts_text else ""))
         if val:
-            line += (f" | val acc {val.get('accuracy', float('nan')):.3f} auc {val.get('auc', float('nan')):.3f}"
-                     f" loss {val.get('loss', float('nan')):.4f}")
+            shown = ("accuracy", "auc") if task is None else task.log_metrics
+            short = {"accuracy": "acc"}
+            line += " | val " + " ".join(f"{short.get(k, k)} {val.get(k, float('nan')):.3f}" for k in shown)
+            line += f" loss {val.get('loss', float('nan')):.4f}"
         line += f" | lr {row['lr']:.2e} | {row['seconds']:.1f}s"
         bar = getattr(trainer, "progress_bar_callback", None)
         if bar is not None and hasattr(bar, "print") and trainer.progress_bar_callback.is_enabled:

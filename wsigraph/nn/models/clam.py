@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsigraph.nn.base import MILModel, MILOutput, check_choice, check_range
+from wsigraph.nn.base import MILModel, MILOutput, TrainingTerms, check_choice, check_range
 from wsigraph.nn.readout import GatedAttentionReadout
 
 
@@ -104,14 +104,16 @@ class CLAMSB(MILModel):
             total = total / self.num_classes
         return total
 
-    def training_loss(self, data: Any, y: Tensor, class_weight: Tensor | None = None
-                      ) -> tuple[Tensor, Tensor, dict[str, float]]:
-        """``bag_weight * CE + (1 - bag_weight) * instance``; parts ``{"ce", "instance"}``."""
+    def training_terms(self, data: Any, label: int | None = None) -> TrainingTerms:
+        """``bag_weight`` x the task's loss of the bag outputs (``ce``) + ``(1 - bag_weight)`` x the instance
+        clustering loss (``instance``) of the label's branch; without a class label (survival, regression)
+        only the bag term."""
         logits, a, h = self._bag(data)
-        ce = self.cross_entropy(logits, y, class_weight)
-        inst = self.instance_loss(a, h, int(y.view(-1)[0]))
-        loss = self.bag_weight * ce + (1 - self.bag_weight) * inst
-        return loss, logits.detach(), {"ce": float(ce.detach()), "instance": float(inst.detach())}
+        if label is None or not 0 <= int(label) < self.num_classes:
+            return TrainingTerms([("ce", logits, 1.0)], [], logits.detach(), ("instance",))
+        inst = self.instance_loss(a, h, int(label))
+        return TrainingTerms([("ce", logits, float(self.bag_weight))], [("instance", inst, 1.0 - self.bag_weight)],
+                             logits.detach())
 
 
 __all__ = ["CLAMSB", "smooth_top1_svm_loss"]

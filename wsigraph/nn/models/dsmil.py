@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wsigraph.nn.base import MILModel, MILOutput, check_range
+from wsigraph.nn.base import MILModel, MILOutput, TrainingTerms, check_range
 
 
 class DSMIL(MILModel):
@@ -69,14 +69,12 @@ class DSMIL(MILModel):
         col = 1 if u.shape[1] == 2 else int(bag.argmax(-1))
         return MILOutput(bag, u[:, col].detach())
 
-    def training_loss(self, data: Any, y: Tensor, class_weight: Tensor | None = None
-                      ) -> tuple[Tensor, Tensor, dict[str, float]]:
-        """``max_weight * CE(max-instance) + (1 - max_weight) * CE(bag)``; parts ``{"ce_max", "ce_bag"}``."""
+    def training_terms(self, data: Any, label: int | None = None) -> TrainingTerms:
+        """``max_weight`` x the task's loss of the max-instance outputs (``ce_max``) + ``(1 - max_weight)`` x
+        that of the bag outputs (``ce_bag``)."""
         top, bag, _ = self.streams(self.features(data))
-        ce_max = self.cross_entropy(top, y, class_weight)
-        ce_bag = self.cross_entropy(bag, y, class_weight)
-        loss = self.max_weight * ce_max + (1 - self.max_weight) * ce_bag
-        return loss, bag.detach(), {"ce_max": float(ce_max.detach()), "ce_bag": float(ce_bag.detach())}
+        return TrainingTerms([("ce_max", top, float(self.max_weight)), ("ce_bag", bag, 1.0 - self.max_weight)], [],
+                             bag.detach())
 
 
 __all__ = ["DSMIL"]
