@@ -142,3 +142,26 @@ def test_cli_init_config_task_then_train_then_evaluate_refuses_clearly(cohort, t
     assert main(["evaluate", "--checkpoint", str(best), "--cohort", str(cohort / "manifest.csv"), "--features",
                  str(cohort / "features"), "--out", str(tmp_path / "ev")]) == 2
     assert "a survival checkpoint" in capsys.readouterr().err
+
+
+def test_patients_with_several_slides_get_metrics_beside_the_slides(cohort, tmp_path):
+    df = pd.read_csv(cohort / "manifest.csv", dtype=str, keep_default_na=False)
+    df["case_id"] = [f"p{i // 2}" for i in range(len(df))]  # two slides per patient, one outcome each
+    for col in ("time", "event"):
+        df[col] = df[col].iloc[::2].repeat(2).to_numpy()[: len(df)]
+    path = tmp_path / "paired.csv"
+    df.to_csv(path, index=False)
+    cfg = config(cohort, tmp_path / "pat", "survival", manifest=path)
+    train_experiment(cfg, folds=[0])
+    fold = tmp_path / "pat" / "fold_0"
+    res = json.loads((fold / "results.json").read_text())
+    assert {"test", "test_patient"} <= set(res["metrics"])
+    slides, patients = pd.read_csv(fold / "predictions_test.csv"), pd.read_csv(fold / "predictions_test_patients.csv")
+    assert res["metrics"]["test_patient"]["n"] == len(patients) == len(slides) // 2
+    assert (patients["n_slides"] == 2).all()
+    # the patient's risk is the mean of its slides' risks
+    slides["case_id"] = df.set_index("slide_id").loc[slides["slide_id"], "case_id"].to_numpy()
+    assert np.allclose(patients.set_index("case_id")["risk"], slides.groupby("case_id")["risk"].mean()
+                       .loc[patients["case_id"]].to_numpy(), atol=1e-5)
+    summary = pd.read_csv(tmp_path / "pat" / "summary.csv")
+    assert "test_patient_c_index" in summary.columns and "test_c_index" in summary.columns

@@ -575,20 +575,27 @@ def _assign_cases(cfg: SyntheticConfig, labels: np.ndarray, slide_ids: list[str]
     return cases
 
 
-def outcomes(burden: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+def outcomes(burden: np.ndarray, seed: int, case_ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Survival and regression ground truth of slides with lesion burden ``burden`` (n,) (the share of
-    lesion patches: contiguous lesions only, in contiguity mode), from a generator of its own (the slides do
-    not change): log hazard ``r = 3 * burden / max(burden)``, event time ~ Exponential(rate 0.1 e^r),
-    censoring ~ Uniform(0, 90th percentile of the event times); ``target = 10 * burden + N(0, 0.25)``.
+    lesion patches: contiguous lesions only, in contiguity mode), drawn once per patient (``case_ids``;
+    the patient's burden is its slides' mean) from a generator of its own (the slides do not change): log
+    hazard ``r = 3 * burden / max(burden)``, event time ~ Exponential(rate 0.1 e^r), censoring ~
+    Uniform(0, 90th percentile of the event times); ``target = 10 * burden + N(0, 0.25)``.
 
-    Returns ``{"time", "event", "target", "log_hazard"}`` (rounded to 4 decimals, as written to the manifest)."""
+    Returns per slide ``{"time", "event", "target", "log_hazard"}`` (rounded to 4 decimals, as written to the
+    manifest)."""
+    import pandas as pd
+
     rng = np.random.default_rng([int(seed), 7])
-    b = np.asarray(burden, dtype=np.float64)
+    cases = pd.Series(range(len(burden)) if case_ids is None else list(case_ids))
+    codes, _ = pd.factorize(cases)
+    b = pd.Series(np.asarray(burden, dtype=np.float64)).groupby(codes).mean().to_numpy()
     r = 3.0 * b / b.max() if b.max() > 0 else np.zeros_like(b)
     t_event = rng.exponential(1.0, size=len(b)) / (0.1 * np.exp(r))
     t_censor = rng.uniform(0.0, np.quantile(t_event, 0.9), size=len(b))
-    return {"time": np.round(np.minimum(t_event, t_censor), 4), "event": (t_event <= t_censor).astype(np.int64),
-            "target": np.round(10.0 * b + rng.normal(0.0, 0.25, size=len(b)), 4), "log_hazard": np.round(r, 4)}
+    per_case = {"time": np.round(np.minimum(t_event, t_censor), 4), "event": (t_event <= t_censor).astype(np.int64),
+                "target": np.round(10.0 * b + rng.normal(0.0, 0.25, size=len(b)), 4), "log_hazard": np.round(r, 4)}
+    return {k: v[codes] for k, v in per_case.items()}
 
 
 def make_synthetic_cohort(out_dir: str | os.PathLike, config: SyntheticConfig | None = None, **params: Any):
@@ -597,7 +604,7 @@ def make_synthetic_cohort(out_dir: str | os.PathLike, config: SyntheticConfig | 
     Args:
         out_dir: output folder (``features/``, ``manifest.csv``, ``synthetic.json`` are written in it). The
             manifest has ``slide_id,label,case_id`` and the survival / regression ground truth of
-            :func:`outcomes` (``time,event,target,log_hazard``), driven by each slide's lesion burden.
+            :func:`outcomes` (``time,event,target,log_hazard``, one per patient), driven by lesion burden.
         config: a :class:`SyntheticConfig`; or give its fields as keyword arguments
             (``n_slides=40, mode="contiguity", dim=32, seed=0, ...``).
     """
@@ -639,7 +646,7 @@ def make_synthetic_cohort(out_dir: str | os.PathLike, config: SyntheticConfig | 
     import pandas as pd
 
     manifest = pd.DataFrame({"slide_id": slide_ids, "label": [cfg.classes[int(v)] for v in labels],
-                             "case_id": cases, **outcomes(burden, cfg.seed)})
+                             "case_id": cases, **outcomes(burden, cfg.seed, cases)})
     with atomic_path(out_dir / "manifest.csv") as tmp:
         manifest.to_csv(tmp, index=False)
     atomic_write_json(out_dir / "synthetic.json", cfg.to_dict())

@@ -88,6 +88,10 @@ class DataConfig:
                           "regression: a target column)")
     task: str = _help("classification | survival | regression", default="classification")
     survival: SurvivalConfig = _help("data.task survival: columns and loss", default_factory=SurvivalConfig)
+    patient_level: str = _help("when a case_id has several slides in a split: also predict per patient from "
+                               "its slides' outputs, mean | max (max: the largest class probabilities, the "
+                               "highest risk or value) | none; metrics per slide and per patient side by side",
+                               default="mean")
     regression: RegressionConfig = _help("data.task regression: column and loss", default_factory=RegressionConfig)
     feature_dir: Optional[str] = _help("folder of <slide_id>.h5 feature files", default=None)
     classes: Optional[list[str]] = _help("ordered class names (label_index = position); null: sorted labels",
@@ -107,6 +111,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.task not in TASK_NAMES:
             raise ConfigError(f"data.task must be one of {list(TASK_NAMES)}, got {self.task!r}")
+        if self.patient_level not in ("none", "mean", "max"):
+            raise ConfigError(f"data.patient_level must be none, mean or max, got {self.patient_level!r}")
         if self.split_mode not in SPLIT_MODES:
             raise ConfigError(f"split_mode must be one of {list(SPLIT_MODES)}, got {self.split_mode!r}")
         if self.split_mode == "csv" and not self.splits_csv:

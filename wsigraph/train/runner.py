@@ -7,7 +7,10 @@ Output folder (``cfg.output_dir``)::
     fold_<k>/best.ckpt          the selected weights (wsigraph checkpoint, weights_only-loadable)
     fold_<k>/last.ckpt          Lightning's training state after the last finished epoch (resume)
     fold_<k>/history.csv        one row per epoch: losses, validation metrics, lr, seconds
-    fold_<k>/predictions_<split>.csv   slide_id,label,pred,prob_<class>... (val and test)
+    fold_<k>/predictions_<split>.csv   slide_id,label,pred,prob_<class>... (val and test; survival: time,
+                                event,risk,surv_bin<k>; regression: target,pred)
+    fold_<k>/predictions_<split>_patients.csv  the same per case_id, when a case has several slides
+                                (data.patient_level); its metrics under "<split>_patient" in results.json
     fold_<k>/results.json       config, seed, selected epoch, metrics per split with bootstrap 95% CIs
     fold_<k>/plots/             roc_pr_<split>.png, calibration_<split>.png, confusion_<split>.png,
                                 training_curves.png (train.plots)
@@ -441,6 +444,7 @@ def _evaluate_fold(cfg: ExperimentConfig, subs: dict[str, Any], k: int, fold_dir
     import torch
 
     from wsigraph import __version__
+    from wsigraph.tasks.patients import aggregate_patients, has_multislide_patients, patient_frame
     from wsigraph.train.checkpoint import load_checkpoint
     from wsigraph.train.inference import iter_outputs
     from wsigraph.utils.atomic import atomic_write_json
@@ -473,6 +477,19 @@ def _evaluate_fold(cfg: ExperimentConfig, subs: dict[str, Any], k: int, fold_dir
             warnings.simplefilter("ignore")
             per_split[part] = task.metrics(targets[part], rows, train=(targets["train"], train_rows),
                                            n_bootstrap=cfg.train.bootstrap, seed=cfg.train.seed)
+        cases = subs[part].case_ids
+        if cfg.data.patient_level != "none" and has_multislide_patients(cases):
+            try:
+                pids, pt, pr, counts = aggregate_patients(task, cases, ids, targets[part], rows,
+                                                          cfg.data.patient_level)
+            except InputError as e:  # slide-level labels that differ within a patient: slide metrics only
+                log.warning("fold %d, %s: no patient-level metrics: %s", k, part, e)
+                continue
+            write_csv(patient_frame(task, pids, pt, pr, counts), fold_dir / f"predictions_{part}_patients.csv")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                per_split[f"{part}_patient"] = task.metrics(pt, pr, train=(targets["train"], train_rows),
+                                                            n_bootstrap=cfg.train.bootstrap, seed=cfg.train.seed)
     result = {
         "fold": k, "seed": cfg.train.seed, "wsigraph_version": __version__, "task": task.name,
         "selected_epoch": None if ckpt.epoch is None else int(ckpt.epoch) + 1,
@@ -484,9 +501,9 @@ def _evaluate_fold(cfg: ExperimentConfig, subs: dict[str, Any], k: int, fold_dir
     if task.name == "survival" and predicted:
         # risk groups: cut at the validation fold's median risk (where the cut was chosen), applied to test
         cut = float(np.median(predicted.get("val", next(iter(predicted.values())))[1][:, 0]))
-        for part, (t, r) in predicted.items():
-            from wsigraph.viz.outcomes import logrank_p, risk_groups
+        from wsigraph.viz.outcomes import logrank_p, risk_groups
 
+        for part, (t, r) in predicted.items():
             per_split[part]["risk_threshold"] = cut
             per_split[part]["logrank_p"] = logrank_p(t[:, 0], t[:, 1], risk_groups(r[:, 0], cut))
     atomic_write_json(fold_dir / "results.json", result)
