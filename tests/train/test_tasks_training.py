@@ -124,7 +124,7 @@ def test_missing_columns_and_a_fold_without_events(cohort, tmp_path):
         load_experiment_config({"data": {"manifest": "m.csv", "task": "survival"}, "train": {"select_metric": "auc"}})
 
 
-def test_cli_init_config_task_then_train_then_evaluate_refuses_clearly(cohort, tmp_path, capsys):
+def test_cli_init_config_task_then_train_then_evaluate(cohort, tmp_path, capsys):
     from wsigraph.cli import main
 
     cfg = tmp_path / "surv.yaml"
@@ -140,8 +140,12 @@ def test_cli_init_config_task_then_train_then_evaluate_refuses_clearly(cohort, t
     best = out / "fold_0" / "best.ckpt"
     assert best.exists()
     assert main(["evaluate", "--checkpoint", str(best), "--cohort", str(cohort / "manifest.csv"), "--features",
-                 str(cohort / "features"), "--out", str(tmp_path / "ev")]) == 2
-    assert "a survival checkpoint" in capsys.readouterr().err
+                 str(cohort / "features"), "--out", str(tmp_path / "ev")]) == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["task"] == "survival" and m["n"] == 24 and {"c_index", "c_index_ci95", "mean_td_auc", "ibs"} <= set(m)
+    pred = pd.read_csv(tmp_path / "ev" / "predictions.csv")
+    assert {"time", "event", "risk", "surv_bin0"} <= set(pred.columns)
+    assert (tmp_path / "ev" / "plots" / "km_evaluate.png").exists()
 
 
 def test_patients_with_several_slides_get_metrics_beside_the_slides(cohort, tmp_path):
@@ -165,3 +169,29 @@ def test_patients_with_several_slides_get_metrics_beside_the_slides(cohort, tmp_
                        .loc[patients["case_id"]].to_numpy(), atol=1e-5)
     summary = pd.read_csv(tmp_path / "pat" / "summary.csv")
     assert "test_patient_c_index" in summary.columns and "test_c_index" in summary.columns
+
+
+def test_predict_and_heatmap_of_a_survival_model(cohort, tmp_path):
+    from wsigraph.cli import main
+    from wsigraph.data.scores import load_scores
+
+    cfg = config(cohort, tmp_path / "run", "survival")
+    train_experiment(cfg, folds=[0])
+    best = tmp_path / "run" / "fold_0" / "best.ckpt"
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(best), "--features", str(cohort / "features"), "--out", str(out),
+                 "--no-progress"]) == 0
+    pred = pd.read_csv(out / "predictions.csv")
+    assert list(pred.columns) == ["slide_id", "risk", "surv_bin0", "surv_bin1", "surv_bin2", "surv_bin3"]
+    assert len(pred) == 24 and pred["risk"].between(-4, 0).all()
+    sid = pred["slide_id"].iloc[0]
+    attrs = load_scores(out / "scores" / f"{sid}.h5").attrs
+    assert attrs["task"] == "survival" and float(attrs["risk"]) == pytest.approx(pred["risk"].iloc[0], rel=1e-5)
+    # a rerun resumes (same checkpoint): the same table, from the stored rows
+    assert main(["predict", "--checkpoint", str(best), "--features", str(cohort / "features"), "--out", str(out),
+                 "--no-progress"]) == 0
+    assert pd.read_csv(out / "predictions.csv").equals(pred)
+    # the per-patch scores of a survival model draw as heatmaps, the title naming the risk
+    assert main(["heatmap", "--scores", str(out / "scores" / f"{sid}.h5"), "--out",
+                 str(tmp_path / "h.png")]) == 0
+    assert (tmp_path / "h.png").stat().st_size > 1000

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "for a model that needs no graph (abmil, mean, clam_sb, transmil, ...)")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="score a checkpoint on a labeled cohort (metrics with 95%% CIs)")
+    p = sub.add_parser("evaluate", help="score a checkpoint on a labeled cohort (metrics with 95%% CIs; "
+                                        "classification, survival or regression, as it was trained)")
     p.add_argument("--checkpoint", required=True, help="best.ckpt (or last.ckpt) of a wsigraph run")
     p.add_argument("--manifest", "--cohort", required=True, dest="manifest", help="cohort CSV slide_id,label,...")
     p.add_argument("--features", required=True, help="folder of the slides' feature files")
@@ -96,7 +97,12 @@ def _evaluate(args: argparse.Namespace) -> int:
                  cache_dir=args.cache_dir, progress=not args.no_progress,
                  allow_feature_mismatch=args.allow_feature_mismatch, no_coords=args.no_coords,
                  plots=not args.no_plots)
-    for k in ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa"):
+    shown = {"classification": ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa"),
+             "survival": ("c_index", "mean_td_auc", "ibs"),
+             "regression": ("pearson", "spearman", "mae", "rmse", "r2")}[m.get("task", "classification")]
+    for k in shown:
+        if k not in m:
+            continue
         ci = m.get(f"{k}_ci95")
         print(f"{k}: {m[k]:.4f}" + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""))
     print(f"results in {args.out}")

@@ -169,9 +169,14 @@ def _title(slide_id: str, prediction: Mapping[str, Any] | None, attrs: Mapping[s
         probs = attrs.get("probs")
         if pred in classes and probs is not None and len(list(probs)) == len(classes):
             prob = float(list(probs)[classes.index(pred)])
+    risk = (prediction or {}).get("risk", attrs.get("risk"))
+    if pred is None and attrs.get("pred_value") is not None:  # a regression model's score file
+        pred = f"{float(attrs['pred_value']):.3g}"
     parts = [slide_id]
     if pred is not None:
         parts.append(f"predicted {pred}" + (f" (p = {float(prob):.2f})" if prob is not None else ""))
+    if risk is not None and str(risk) != "":
+        parts.append(f"risk {float(risk):.3g}")
     if label not in (None, ""):
         parts.append(f"label {label}")
     return " - ".join(parts)

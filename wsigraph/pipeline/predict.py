@@ -1,12 +1,14 @@
 """The prediction stage (``wsigraph predict``): a checkpoint on feature files without labels.
 
-Writes ``predictions.csv`` (``slide_id,pred,prob_<class>...``) and, for models with per-patch scores,
+Writes ``predictions.csv`` (``slide_id,pred,prob_<class>...``; survival: ``slide_id,risk,surv_bin<k>...``;
+regression: ``slide_id,pred``) and, for models with per-patch scores,
 ``scores/<slide_id>.h5`` in the scores-file format of :mod:`wsigraph.data.scores`::
 
     coords  (N, 2) int64    level-0 pixels, top-left (as in the feature file)
     scores  (N,)   float32  the model's per-patch score (attention, instance logit, ...)
     attrs   patch_size_level0, slide_id, score_name ("<model> patch score"), and the slide's prediction:
-            model, classes, probs (C,), pred; slide_file (the slide image's name, where the feature file
+            model, task, outputs_row / outputs_names (the predictions row), classification: classes, probs (C,),
+            pred; survival: risk; regression: pred_value; slide_file (the slide image's name, where the feature file
             records it), level0_width/height
 
 ``wsigraph heatmap`` draws it. Each scores file records its provenance (attribute ``wsigraph_provenance``,
@@ -33,8 +35,8 @@ from wsigraph.pipeline.provenance import (PROVENANCE_ATTR, Provenance, file_sha2
 from wsigraph.pipeline.runner import Status, run_per_slide
 from wsigraph.pipeline.shards import ShardSpec, shard_suffix
 from wsigraph.pipeline.validate import check_against_checkpoint, source_of_file
-from wsigraph.train.inference import (checkpoint_graph, feature_dim, iter_predictions, make_dataset, make_loader,
-                                      predictions_frame, trained_features, write_csv)
+from wsigraph.train.inference import (checkpoint_graph, feature_dim, iter_outputs, make_dataset, make_loader,
+                                      trained_features, write_csv)
 from wsigraph.utils.device import resolve_device
 
 log = logging.getLogger("wsigraph")
@@ -68,15 +70,19 @@ def _feature_files(features: str | os.PathLike | Sequence[str | os.PathLike]) ->
     return out
 
 
-def _scores_file_probs(path: Path) -> np.ndarray | None:
-    """The class probabilities a finished ``predict`` stored in a scores file (None: absent or unreadable)."""
+def _scores_file_row(path: Path) -> np.ndarray | None:
+    """The slide's prediction row a finished ``predict`` stored in a scores file (``outputs_row``; class
+    probabilities ``probs`` in files from before tasks); None: absent or unreadable."""
     from wsigraph.data.scores import load_scores
 
     try:
         attrs = load_scores(path).attrs
     except WsigraphError:
         return None
-    return np.asarray(attrs["probs"], dtype=np.float64) if "probs" in attrs else None
+    for key in ("outputs_row", "probs"):
+        if key in attrs:
+            return np.asarray(attrs[key], dtype=np.float64).reshape(-1)
+    return None
 
 
 def precision_name(device: Any, precision: str) -> str:
@@ -128,10 +134,10 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
     from wsigraph.data.scores import write_scores
     from wsigraph.train.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(checkpoint)
-    from wsigraph.train.inference import require_classification
+    from wsigraph.tasks.cohort import task_from_checkpoint
 
-    require_classification(ckpt, "predict")
+    ckpt = load_checkpoint(checkpoint)
+    task = task_from_checkpoint(ckpt)
     files = _feature_files(features)
     out = Path(out_dir)
     scores_dir = out / "scores"
@@ -156,10 +162,17 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
                                  checkpoint=str(ckpt.path), force=allow_feature_mismatch)
         ds = make_dataset([path], [sid], None, graph, cache_dir)
         loader = make_loader(ds, num_workers=0)
-        _, _, probs, scores = next(iter_predictions(model, loader, [sid], dev, precision))
+        _, outputs, scores = next(iter_outputs(model, loader, [sid], dev, precision))
+        row = task.eval_row(outputs).double().numpy()
         if scores is not None:
-            prediction = {"model": ckpt.model_name, "classes": list(classes),
-                          "probs": np.asarray(probs, dtype=np.float64), "pred": classes[int(np.argmax(probs))]}
+            prediction: dict[str, Any] = {"model": ckpt.model_name, "task": task.name, "outputs_row": row,
+                                          "outputs_names": task.row_names()}
+            if task.name == "classification":
+                prediction.update({"classes": list(classes), "probs": row, "pred": classes[int(np.argmax(row))]})
+            elif task.name == "survival":
+                prediction["risk"] = float(row[0])
+            else:
+                prediction["pred_value"] = float(row[0])
             coords, step = None, None
             if graph.uses_coords:
                 bag = read_coords(path)  # the feature reader's coords: CLAM/TRIDENT/STAMP conventions as in training
@@ -177,9 +190,9 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
             if stale.exists():  # left by another checkpoint (overwrite): it no longer describes this slide
                 stale.unlink()
                 log.info("removed %s: model %r gives no per-patch scores", stale, ckpt.model_name)
-        return probs
+        return row
 
-    stored: dict[str, np.ndarray] = {}  # probabilities of the slides finished by an earlier run
+    stored: dict[str, np.ndarray] = {}  # prediction rows of the slides finished by an earlier run
 
     def status(sid: str, path: Path) -> Status:
         scores_path = slide_file(scores_dir, sid, ".h5")
@@ -192,7 +205,7 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
         diffs = provenance_differences(read_h5_provenance(scores_path), want)
         if diffs:
             return diffs
-        p = _scores_file_probs(scores_path)
+        p = _scores_file_row(scores_path)
         if p is None:
             return "missing"
         stored[sid] = p
@@ -206,8 +219,8 @@ def predict(checkpoint: str | os.PathLike, features: str | os.PathLike | Sequenc
     found = {**stored, **report.results}
     mine = set(report.done) | set(report.resumed) | set(report.failed)
     ids = [sid for sid in files if sid in found and (report.shard is None or sid in mine)]
-    probs = np.stack([found[sid] for sid in ids]) if ids else np.zeros((0, len(classes)))
-    path = write_csv(predictions_frame(ids, None, probs, classes), out / f"predictions{shard_suffix(report.shard)}.csv")
+    rows = np.stack([found[sid] for sid in ids]) if ids else np.zeros((0, len(task.row_names())))
+    path = write_csv(task.predictions_frame(ids, None, rows), out / f"predictions{shard_suffix(report.shard)}.csv")
     log.info("predict: %s; predictions in %s", report.summary(), path)
     return report
 

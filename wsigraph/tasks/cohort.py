@@ -31,6 +31,37 @@ def build_task(data_cfg: Any, classes: Sequence[str] | None = None,
     return RegressionTask(r.loss, delta=r.delta, target_col=r.target_col, standardize=r.standardize)
 
 
+def task_from_checkpoint(ckpt: Any) -> Task:
+    """The fitted task a checkpoint was trained for (classification for checkpoints from before tasks)."""
+    state = dict(ckpt.task)
+    name = str(state.get("name", "classification"))
+    if name == "classification":
+        return ClassificationTask(ckpt.classes, ordinal=ckpt.ordinal)
+    if name == "survival":
+        task: Task = SurvivalTask(state.get("loss", "nll"), n_bins=int(state.get("n_bins", 4)),
+                                  alpha=float(state.get("alpha", 0.0)), horizons=state.get("horizons"),
+                                  time_col=state.get("time_col", "time"), event_col=state.get("event_col", "event"))
+    elif name == "regression":
+        task = RegressionTask(state.get("loss", "mse"), delta=float(state.get("delta", 1.0)),
+                              target_col=state.get("target_col", "target"))
+    else:
+        raise InputError(f"{ckpt.path}: checkpoint of an unknown task {name!r}; this wsigraph knows "
+                         "classification, survival and regression")
+    task.load_state(state)
+    return task
+
+
+def read_task_cohort(task: Task, manifest: Any, feature_dir: Any = None, classes: Sequence[str] | None = None) -> Any:
+    """The manifest's cohort for ``task`` (classification: with ``classes``; other tasks: every target
+    checked and the split strata set, see :func:`stratified_cohort`)."""
+    from wsigraph.data.manifest import read_manifest
+
+    if task.name == "classification":
+        return read_manifest(manifest, classes=classes, feature_dir=feature_dir)
+    cohort = read_manifest(manifest, feature_dir=feature_dir, require_labels=False, label_col="\0no label column")
+    return stratified_cohort(task, cohort, task_targets(task, cohort))
+
+
 def _column(cohort: Any, name: str, task: str) -> pd.Series:
     if name not in cohort.table.columns:
         cols = [c for c in cohort.table.columns if c not in ("label_index", "feature_path")]
@@ -97,4 +128,4 @@ def stratified_cohort(task: Task, cohort: Any, targets: np.ndarray) -> Any:
                   missing_features=list(cohort.missing_features))
 
 
-__all__ = ["build_task", "task_targets", "stratified_cohort"]
+__all__ = ["build_task", "task_targets", "stratified_cohort", "task_from_checkpoint", "read_task_cohort"]

@@ -44,6 +44,8 @@ class SurvivalTask(Task):
         self.loss_name = loss
         self.min_batch = 2 if loss == "cox" else 1
         self.edges: list[float] | None = None  # the K - 1 inner bin edges (nll)
+        #: the training fold's (time, event) (censoring weights of td-AUC / IBS on a cohort evaluated later)
+        self.train_targets: list[list[float]] | None = None
 
     @property
     def out_dim(self) -> int:
@@ -66,13 +68,17 @@ class SurvivalTask(Task):
         if self.kind == "nll":
             q = np.quantile(t[t[:, 1] > 0, 0], np.arange(1, self.n_bins) / self.n_bins)
             self.edges = [float(v) for v in q]
+        self.train_targets = [[float(a), float(b)] for a, b in t]
 
     def state(self) -> dict[str, Any]:
         return {"loss": self.kind, "n_bins": self.n_bins, "alpha": self.alpha, "edges": self.edges,
-                "time_col": self.time_col, "event_col": self.event_col, "horizons": self.horizons}
+                "time_col": self.time_col, "event_col": self.event_col, "horizons": self.horizons,
+                "train_targets": self.train_targets}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.edges = None if state.get("edges") is None else [float(v) for v in state["edges"]]
+        tt = state.get("train_targets")
+        self.train_targets = None if tt is None else [[float(a), float(b)] for a, b in tt]
 
     def bins_of(self, time: Tensor) -> Tensor:
         """(B,) int64 bin index of each time: the number of inner edges <= t."""
@@ -130,11 +136,13 @@ class SurvivalTask(Task):
         ok = self.labeled(t)
         t, rows = t[ok], rows[ok]
         kw: dict[str, Any] = {}
+        if train is None and self.train_targets is not None:  # a cohort evaluated after training
+            train = (np.asarray(self.train_targets, dtype=np.float64), None)
         if train is not None:
             tt = np.asarray(train[0], dtype=np.float64).reshape(-1, 2)
             keep = self.labeled(tt)
             kw = {"train_time": tt[keep, 0], "train_event": tt[keep, 1], "horizons": self.horizons}
-            if self.kind == "nll" or train[1] is not None:
+            if self.kind == "nll" or train[1] is not None:  # Cox: Breslow needs the training fold's risks
                 kw["surv_fn"] = lambda grid: self.survival_at(rows, grid, train)
         return survival_metrics(t[:, 0], t[:, 1], rows[:, 0], n_bootstrap=n_bootstrap, seed=seed, **kw)
 

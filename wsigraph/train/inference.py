@@ -226,7 +226,10 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
 
     Args:
         checkpoint: a wsigraph checkpoint (``best.ckpt``) or a wsigraph Lightning ``last.ckpt``.
-        manifest: cohort CSV; its labels must be among the checkpoint's classes.
+        manifest: cohort CSV with the checkpoint's task's targets: labels among its classes (classification),
+            the time and event columns it was trained with (survival; the C-index, the time-dependent AUC and,
+            for the discrete-time model, the integrated Brier score, weighted by the training fold's
+            censoring kept in the checkpoint), or the target column (regression).
         feature_dir: folder of the slides' feature files.
         out_dir: where ``metrics.json``, ``predictions.csv`` and (``plots``) ``plots/`` with ROC/PR curves,
             calibration and confusion matrix go (None: nothing written).
@@ -240,15 +243,14 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
     Returns:
         the metrics dict (with ``<metric>_ci95``), plus ``"checkpoint"``, ``"manifest"``, ``"n_unlabeled"``.
     """
-    from wsigraph.data.manifest import read_manifest
+    from wsigraph.tasks.cohort import read_task_cohort, task_from_checkpoint, task_targets
     from wsigraph.train.checkpoint import load_checkpoint
-    from wsigraph.train.metrics import metrics_with_ci
     from wsigraph.utils.atomic import atomic_write_json
 
     ckpt = load_checkpoint(checkpoint)
-    require_classification(ckpt, "evaluate")
+    task = task_from_checkpoint(ckpt)
     graph = checkpoint_graph(ckpt, no_coords)
-    cohort = read_manifest(manifest, classes=ckpt.classes, feature_dir=feature_dir)
+    cohort = read_task_cohort(task, manifest, feature_dir=feature_dir, classes=ckpt.classes)
     if split is not None:
         if split not in ("train", "val", "test"):
             raise ConfigError(f"split must be train, val or test, got {split!r}")
@@ -267,32 +269,49 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
                              force=allow_feature_mismatch)
     dev = resolve_device(device)
     model = ckpt.build_model(dev)
-    ds = make_dataset(cohort.feature_paths, cohort.slide_ids, cohort.label_indices, graph, cache_dir)
+    ds = make_dataset(cohort.feature_paths, cohort.slide_ids, None, graph, cache_dir)
     loader = make_loader(ds, num_workers=num_workers)
-    ids, ys, probs = [], [], []
-    for sid, y, p, _ in iter_predictions(model, loader, cohort.slide_ids, dev, precision, progress, "evaluate"):
+    ids, rows = [], []
+    for sid, outputs, _ in iter_outputs(model, loader, cohort.slide_ids, dev, precision, progress, "evaluate"):
         ids.append(sid)
-        ys.append(y)
-        probs.append(p)
-    y_arr = np.asarray(ys, dtype=np.int64)
-    p_arr = np.stack(probs) if probs else np.zeros((0, ckpt.num_classes))
-    labeled = y_arr >= 0
+        rows.append(task.eval_row(outputs).double().numpy())
+    targets = task_targets(task, cohort)
+    r_arr = np.stack(rows) if rows else np.zeros((0, len(task.row_names())))
+    labeled = task.labeled(targets)
     if not labeled.any():
         raise InputError(f"{manifest}: no labeled slides to evaluate (use `wsigraph predict` for unlabeled ones)")
-    metrics = metrics_with_ci(y_arr[labeled], p_arr[labeled], ckpt.classes, ordinal=ckpt.ordinal,
-                              n_bootstrap=n_bootstrap, seed=seed)
-    metrics.update({"checkpoint": str(ckpt.path), "manifest": str(manifest), "split": split,
+    metrics = task.metrics(targets[labeled], r_arr[labeled], n_bootstrap=n_bootstrap, seed=seed)
+    metrics.update({"checkpoint": str(ckpt.path), "manifest": str(manifest), "split": split, "task": task.name,
                     "n_unlabeled": int((~labeled).sum()), "model": ckpt.model_name})
+    if getattr(task, "kind", None) == "cox":
+        metrics["note"] = "integrated Brier score not computed: a Cox model's curves need the training fold's risks"
     if out_dir is not None:
         out = Path(out_dir)
-        write_csv(predictions_frame(ids, ys, p_arr, ckpt.classes), out / "predictions.csv")
+        write_csv(task.predictions_frame(ids, targets, r_arr), out / "predictions.csv")
         atomic_write_json(out / "metrics.json", metrics)
         if plots:
-            from wsigraph.viz.curves import plot_split
-
-            plot_split(y_arr[labeled], p_arr[labeled], ckpt.classes, out / "plots", split or "evaluate",
-                       n_bootstrap=min(n_bootstrap, 200), seed=seed)
+            _evaluate_plots(task, targets[labeled], r_arr[labeled], out / "plots", split or "evaluate",
+                            ckpt, n_bootstrap=min(n_bootstrap, 200), seed=seed)
     return metrics
+
+
+def _evaluate_plots(task: Any, targets: np.ndarray, rows: np.ndarray, out: Path, name: str, ckpt: Any, *,
+                    n_bootstrap: int, seed: int) -> None:
+    """evaluate's figures: ROC/PR/calibration/confusion (classification), the risk groups' Kaplan-Meier
+    curves cut at the median risk of the cohort (survival), predicted against true (regression)."""
+    if task.name == "classification":
+        from wsigraph.viz.curves import plot_split
+
+        plot_split(targets[:, 0].astype(np.int64), rows, ckpt.classes, out, name, n_bootstrap=n_bootstrap, seed=seed)
+    elif task.name == "survival":
+        from wsigraph.viz.outcomes import plot_km_groups
+
+        plot_km_groups(targets[:, 0], targets[:, 1], rows[:, 0], float(np.median(rows[:, 0])), out / f"km_{name}.png",
+                       title=f"{name}: risk groups (cut at the median risk)")
+    else:
+        from wsigraph.viz.outcomes import plot_regression
+
+        plot_regression(targets[:, 0], rows[:, 0], out / f"scatter_{name}.png", title=name)
 
 
 __all__ = ["evaluate", "iter_predictions", "iter_outputs", "require_classification", "slide_list", "trained_features", "checkpoint_graph", "check_feature_dims", "feature_dim",
