@@ -37,13 +37,19 @@ from typing import Any, Iterable, Mapping, Optional
 
 from wsigraph.config import load_config
 from wsigraph.errors import ConfigError
-from wsigraph.train.config import SPLIT_MODES, TrainConfig
+from wsigraph.train.config import (SPLIT_MODES, TASK_NAMES, TASK_SELECT_METRICS, TASK_TIEBREAK, RegressionConfig,
+                                   SurvivalConfig, TrainConfig)
 
 from wsigraph.graph.params import GraphConfig
 
 #: slide-level metrics of the table, the box plots and the paired tests (keys of the runner's metrics)
 DEFAULT_METRICS = ["auc", "accuracy", "balanced_accuracy", "f1_macro"]
-KNOWN_METRICS = ("auc", "accuracy", "balanced_accuracy", "f1_macro", "kappa")
+KNOWN_METRICS = ("auc", "accuracy", "balanced_accuracy", "f1_macro", "kappa",  # classification
+                 "c_index", "mean_td_auc", "ibs",                            # survival
+                 "pearson", "spearman", "mae", "rmse", "r2")                 # regression
+#: the metrics of each task (a bench's metrics must be produced by one of its cohorts' tasks)
+TASK_METRICS = {"classification": KNOWN_METRICS[:5], "survival": KNOWN_METRICS[5:8], "regression": KNOWN_METRICS[8:]}
+LOWER_IS_BETTER_METRICS = frozenset({"ibs", "mae", "rmse"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
@@ -64,6 +70,11 @@ class CohortSpec:
     classes: Optional[list[str]] = _help("ordered class names (null: the synthetic classes, else sorted labels)",
                                          default=None)
     ordinal: bool = _help("classes are ordered grades (quadratic kappa)", default=False)
+    task: str = _help("classification | survival | regression (as data.task)", default="classification")
+    survival: SurvivalConfig = _help("task survival: columns and loss (as data.survival)",
+                                     default_factory=SurvivalConfig)
+    regression: RegressionConfig = _help("task regression: column and loss (as data.regression)",
+                                         default_factory=RegressionConfig)
     split_mode: str = _help("auto | manifest | kfold | csv (as data.split_mode)", default="auto")
     n_folds: int = _help("folds of cross-validation (split_mode kfold/auto without a split column)", default=5)
     folds: Optional[list[int]] = _help("run only these folds (null: all)", default=None)
@@ -87,6 +98,8 @@ class CohortSpec:
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ConfigError(f"cohort name {self.name!r}: use letters, digits, '_', '.', '-' (it names folders)")
+        if self.task not in TASK_NAMES:
+            raise ConfigError(f"cohort {self.name!r}: task must be one of {list(TASK_NAMES)}, got {self.task!r}")
         if self.split_mode not in SPLIT_MODES:
             raise ConfigError(f"split_mode must be one of {list(SPLIT_MODES)}, got {self.split_mode!r}")
         if self.split_mode == "csv" and not self.splits_csv:
@@ -215,6 +228,15 @@ class BenchConfig:
         bad = [m for m in self.metrics if m not in KNOWN_METRICS]
         if bad or not self.metrics:
             raise ConfigError(f"metrics: unknown {bad}; valid: {list(KNOWN_METRICS)}")
+        tasks = sorted({c.task for c in self.cohorts})
+        made = {m for t in tasks for m in TASK_METRICS[t]}
+        if not made & set(self.metrics):
+            raise ConfigError(f"metrics {self.metrics}: none is a metric of the cohorts' task(s) {tasks}; "
+                              + "; ".join(f"{t}: {', '.join(TASK_METRICS[t])}" for t in tasks))
+        if tasks == ["classification"]:  # one task: 'auto' selection settings resolve to its own
+            t = self.train
+            t.select_metric = TASK_SELECT_METRICS["classification"][0] if t.select_metric == "auto" else t.select_metric
+            t.select_tiebreak = TASK_TIEBREAK["classification"] if t.select_tiebreak == "auto" else t.select_tiebreak
         if not self.localization_k or min(self.localization_k) < 1:
             raise ConfigError(f"localization_k must be positive integers, got {self.localization_k}")
         if self.missing_features not in ("raise", "skip"):
@@ -291,4 +313,4 @@ def load_bench_config(src: str | os.PathLike | Mapping[str, Any], overrides: Ite
 
 
 __all__ = ["BenchConfig", "CohortSpec", "ModelSpec", "load_bench_config", "check_models", "resolve_paths",
-           "DEFAULT_METRICS", "KNOWN_METRICS"]
+           "DEFAULT_METRICS", "KNOWN_METRICS", "TASK_METRICS", "LOWER_IS_BETTER_METRICS"]

@@ -224,11 +224,11 @@ def load_cohort(spec: CohortSpec, missing: str, out: Path, stem: str | None = No
     """(Cohort, manifest path for the runs). Slides without a feature file: InputError listing them
     (``missing="raise"``), or left out with a warning and a filtered manifest
     ``<out>/manifests/<stem>.csv`` (stem: the cohort name, or ``<name>/seed_<s>``)."""
-    from wsigraph.data.manifest import read_manifest
+    from wsigraph.tasks.cohort import build_task, read_task_cohort
 
     try:
-        cohort = read_manifest(spec.manifest, classes=spec.classes, feature_dir=spec.feature_dir,
-                               on_missing_features=missing)
+        cohort = read_task_cohort(build_task(spec), spec.manifest, feature_dir=spec.feature_dir,
+                                  classes=spec.classes, on_missing_features=missing)
     except InputError as e:
         hint = (" (set missing_features: skip to leave these slides out)"
                 if "no feature file" in str(e) and missing == "raise" else "")
@@ -303,6 +303,7 @@ def experiment_config(cfg: BenchConfig, spec: CohortSpec, model: ModelSpec, seed
     from wsigraph.train.config import DataConfig, ExperimentConfig, ModelConfig
 
     data = DataConfig(manifest=manifest, feature_dir=spec.feature_dir, classes=spec.classes, ordinal=spec.ordinal,
+                      task=spec.task, survival=copy.deepcopy(spec.survival), regression=copy.deepcopy(spec.regression),
                       split_mode="csv", splits_csv=str(splits_csv), n_folds=max(spec.n_folds, 1),
                       val_frac=spec.val_frac, split_seed=spec.split_seed,
                       allow_random_features=spec.allow_random_features,

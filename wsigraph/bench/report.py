@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from wsigraph.bench.config import KNOWN_METRICS, BenchConfig
+from wsigraph.bench.config import KNOWN_METRICS, LOWER_IS_BETTER_METRICS, BenchConfig
 
 METRIC_TITLES = {"auc": "AUC", "accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "f1_macro": "F1 (macro)",
                  "kappa": "kappa", "loc_patch_auc": "patch AUC", "loc_patch_ap": "patch AP"}
@@ -179,7 +179,8 @@ def markdown_table(runs: Any, columns: Sequence[str], models: Sequence[str],
         best = {}
         for c in cols:
             vals = np.round(part[f"{c}_mean"].to_numpy(dtype=np.float64), 3)
-            best[c] = np.nanmax(vals) if np.isfinite(vals).any() else None
+            lower = c.removeprefix("test_") in LOWER_IS_BETTER_METRICS
+            best[c] = (np.nanmin(vals) if lower else np.nanmax(vals)) if np.isfinite(vals).any() else None
         for _, r in part.iterrows():
             cells = []
             for c in cols:
@@ -305,7 +306,8 @@ def model_roc_plots(cfg: BenchConfig, out: Path) -> list[Path]:
                     fold_dir = out / "runs" / spec.name / str(model.label) / f"seed_{seed}" / f"fold_{k}"
                     res = _read_json(fold_dir / "results.json")
                     pred_path = fold_dir / "predictions_test.csv"
-                    if res is None or not pred_path.exists() or len(res.get("classes") or []) != 2:
+                    if (res is None or not pred_path.exists() or len(res.get("classes") or []) != 2
+                            or res.get("task", "classification") != "classification"):
                         continue
                     classes = [str(c) for c in res["classes"]]
                     df = pd.read_csv(pred_path, dtype={"label": str})

@@ -135,10 +135,10 @@ def _init_config(args: argparse.Namespace) -> int:
 
     if Path(args.manifest).is_file() and args.task != "classification":  # check every target now
         from wsigraph.data.manifest import read_manifest
-        from wsigraph.tasks.cohort import build_task, task_targets
+        from wsigraph.tasks.cohort import NO_LABEL_COLUMN, build_task, task_targets
 
         targets = task_targets(build_task(cfg.data), read_manifest(args.manifest, require_labels=False,
-                                                                   label_col="\0no label column"))
+                                                                   label_col=NO_LABEL_COLUMN))
         summary = (f"{int(targets[:, 1].sum())} events" if args.task == "survival"
                    else f"target {targets[:, 0].min():g} to {targets[:, 0].max():g}")
         print(f"{args.manifest}: {len(targets)} slides, {summary}", file=sys.stderr)

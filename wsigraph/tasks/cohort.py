@@ -51,14 +51,22 @@ def task_from_checkpoint(ckpt: Any) -> Task:
     return task
 
 
-def read_task_cohort(task: Task, manifest: Any, feature_dir: Any = None, classes: Sequence[str] | None = None) -> Any:
+#: the label column name given to read_manifest for survival / regression manifests: none has it, so a
+#: ``label`` column there (e.g. a subtype) stays an ordinary column and no class list is made from it
+NO_LABEL_COLUMN = "\x00no label column"
+
+
+def read_task_cohort(task: Task, manifest: Any, feature_dir: Any = None, classes: Sequence[str] | None = None,
+                     on_missing_features: str = "raise") -> Any:
     """The manifest's cohort for ``task`` (classification: with ``classes``; other tasks: every target
     checked and the split strata set, see :func:`stratified_cohort`)."""
     from wsigraph.data.manifest import read_manifest
 
     if task.name == "classification":
-        return read_manifest(manifest, classes=classes, feature_dir=feature_dir)
-    cohort = read_manifest(manifest, feature_dir=feature_dir, require_labels=False, label_col="\0no label column")
+        return read_manifest(manifest, classes=classes, feature_dir=feature_dir,
+                             on_missing_features=on_missing_features)
+    cohort = read_manifest(manifest, feature_dir=feature_dir, require_labels=False, label_col=NO_LABEL_COLUMN,
+                           on_missing_features=on_missing_features)
     return stratified_cohort(task, cohort, task_targets(task, cohort))
 
 
@@ -128,4 +136,4 @@ def stratified_cohort(task: Task, cohort: Any, targets: np.ndarray) -> Any:
                   missing_features=list(cohort.missing_features))
 
 
-__all__ = ["build_task", "task_targets", "stratified_cohort", "task_from_checkpoint", "read_task_cohort"]
+__all__ = ["build_task", "task_targets", "stratified_cohort", "task_from_checkpoint", "read_task_cohort", "NO_LABEL_COLUMN"]

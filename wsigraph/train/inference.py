@@ -162,14 +162,6 @@ def iter_outputs(model: torch.nn.Module, loader: Any, slide_ids: Sequence[str], 
         yield _batch_slide_id(batch, slide_ids[i]), out.logits.float().view(1, -1).cpu(), scores
 
 
-def require_classification(ckpt: Any, command: str) -> None:
-    """InputError for a survival / regression checkpoint in a command that reads class probabilities."""
-    if ckpt.task_name != "classification":
-        raise InputError(f"{ckpt.path}: a {ckpt.task_name} checkpoint; `wsigraph {command}` handles classification "
-                         "checkpoints only in this version (the fold's predictions and metrics of a "
-                         f"{ckpt.task_name} run are in its training output folder)")
-
-
 @torch.no_grad()
 def iter_predictions(model: torch.nn.Module, loader: Any, slide_ids: Sequence[str], device: torch.device,
                      precision: str = "auto", progress: bool = False, desc: str = "predict"
@@ -314,5 +306,5 @@ def _evaluate_plots(task: Any, targets: np.ndarray, rows: np.ndarray, out: Path,
         plot_regression(targets[:, 0], rows[:, 0], out / f"scatter_{name}.png", title=name)
 
 
-__all__ = ["evaluate", "iter_predictions", "iter_outputs", "require_classification", "slide_list", "trained_features", "checkpoint_graph", "check_feature_dims", "feature_dim",
+__all__ = ["evaluate", "iter_predictions", "iter_outputs", "slide_list", "trained_features", "checkpoint_graph", "check_feature_dims", "feature_dim",
            "predictions_frame"]

@@ -180,17 +180,12 @@ def load_cohort(cfg: ExperimentConfig) -> Any:
     """The manifest's cohort. For survival and regression every slide's target is checked (a bad value is an
     InputError naming its line and column) and ``label`` / ``label_index`` hold the split strata
     (:func:`wsigraph.tasks.cohort.stratified_cohort`)."""
-    from wsigraph.data.manifest import read_manifest
-    from wsigraph.tasks.cohort import build_task, stratified_cohort, task_targets
+    from wsigraph.tasks.cohort import build_task, read_task_cohort
 
     if cfg.data.feature_dir is None:
         raise ConfigError("data.feature_dir is not set: the folder of the slides' feature files is needed")
-    if cfg.data.task == "classification":
-        return read_manifest(cfg.data.manifest, classes=cfg.data.classes, feature_dir=cfg.data.feature_dir)
-    cohort = read_manifest(cfg.data.manifest, feature_dir=cfg.data.feature_dir, require_labels=False,
-                           label_col="\0no label column")
-    task = build_task(cfg.data)
-    return stratified_cohort(task, cohort, task_targets(task, cohort))
+    return read_task_cohort(build_task(cfg.data), cfg.data.manifest, feature_dir=cfg.data.feature_dir,
+                            classes=cfg.data.classes)
 
 
 def make_or_load_splits(cfg: ExperimentConfig, cohort: Any, out: Path, write: bool) -> Any:
