@@ -430,3 +430,122 @@ def test_bench_yaml_is_a_valid_bench_config(example, tmp_path):
                                                          argparse.Namespace(models=None, quick=False)))
     assert (full.train.lr, full.train.weight_decay, full.train.select_after) == (5e-4, 1e-5, 0.6)
     assert full.model("SRMIL").params == {} and full.graph.mode == "paper"
+
+
+# ------------------------------------------------------------------------------------------------------
+# TCGA survival (manifest from features + clinical table)
+# ------------------------------------------------------------------------------------------------------
+
+
+def _surv_sid(k: int, dx: int = 1) -> str:
+    return f"TCGA-AB-{5000 + k:04d}-01Z-00-DX{dx}.{k:08X}-1A2B-4C3D-8E9F-{dx:012d}"
+
+
+#: GDC clinical.tsv rows (case_submitter_id, vital_status, days_to_death, days_to_last_follow_up) and what
+#: the manifest must hold for that patient: (time in days, event), or None when the patient is left out
+SURV_CLINICAL = [
+    (0, "Dead", "120", "'--", (120, 1)),      # two slides
+    (1, "Alive", "'--", "900", (1200, 0)),    # a second row (another treatment) with a later follow-up
+    (1, "Alive", "'--", "1200", (1200, 0)),
+    (2, "Dead", "45", "30", (45, 1)),
+    (3, "Alive", "'--", "'--", None),         # no usable time
+    (4, "Dead", "'--", "300", (300, 0)),      # Dead without days_to_death: censored at the last follow-up
+    (5, "Alive", "'--", "-10", None),         # negative follow-up
+    *[(k, "Dead", str(100 + 60 * k), "'--", (100 + 60 * k, 1)) if k % 2 == 0
+      else (k, "Alive", "'--", str(800 + 40 * k), (800 + 40 * k, 0)) for k in range(6, 16)],
+    (99, "Dead", "10", "'--", None),          # a patient without a slide
+]
+
+
+def _survival_layout(root: Path) -> dict[str, tuple[int, int] | None]:
+    """TRIDENT features under ``root`` for patients 0-15 (patient 0 with DX1 and DX2) plus patient 20 without a
+    clinical row, and ``root/clinical.tsv`` in the GDC layout; returns slide_id -> expected (time, event)."""
+    rng = np.random.default_rng(11)
+    expected: dict[str, tuple[int, int] | None] = {}
+    for k, *_, want in SURV_CLINICAL:
+        if k != 99:
+            for dx in ((1, 2) if k == 0 else (1,)):
+                expected[_surv_sid(k, dx)] = want
+    expected[_surv_sid(20)] = None
+    for sid in expected:
+        _trident(root, sid, rng)
+    rows = [{"project_id": "TCGA-XX", "case_id": f"{k:08x}-0000-4000-8000-000000000000",
+             "case_submitter_id": f"TCGA-AB-{5000 + k:04d}", "age_at_index": "60", "vital_status": vital,
+             "days_to_death": death, "days_to_last_follow_up": follow, "treatment_type": "Radiation Therapy"}
+            for k, vital, death, follow, _ in SURV_CLINICAL]
+    pd.DataFrame(rows).to_csv(root / "clinical.tsv", sep="\t", index=False)
+    return expected
+
+
+def test_tcga_survival_manifest_from_trident_features_and_gdc_clinical(tmp_path, capsys):
+    data, out = tmp_path / "tcga", tmp_path / "out"
+    expected = _survival_layout(data)
+    rc, stdout, err = _run("tcga_survival", ["--data", str(data), "--out", str(out)], capsys)
+    assert rc == 0, err
+    manifest = pd.read_csv(out / "manifest.csv", dtype={"slide_id": str, "case_id": str})
+    assert list(manifest.columns) == ["slide_id", "case_id", "time", "event"]
+    got = {s: (t, e) for s, t, e in zip(manifest.slide_id, manifest.time, manifest.event)}
+    assert got == {s: w for s, w in expected.items() if w is not None}
+    assert (manifest.case_id == manifest.slide_id.str[:12]).all()
+    assert (manifest.case_id == "TCGA-AB-5000").sum() == 2  # both slides of patient 0 kept
+    report = pd.read_csv(out / "manifest_report.csv", dtype=str).set_index("slide_id")
+    left = report[report.status == "left_out"]
+    assert set(left.index) == {s for s, w in expected.items() if w is None}
+    assert "missing" in left.loc[_surv_sid(3), "reason"] and "negative" in left.loc[_surv_sid(5), "reason"]
+    assert left.loc[_surv_sid(20), "reason"] == "no row in the clinical table"
+    assert "censored" in report.loc[_surv_sid(4), "reason"] and report.loc[_surv_sid(4), "status"] == "kept"
+    feats = data / "20x_256px_0px_overlap" / "features_uni_v1"
+    assert "wsigraph init-config --task survival" in stdout and f"--features {feats.resolve()}" in stdout
+    assert f"wsigraph train --config {out / 'survival.yaml'}" in stdout
+    # in months: the same rows, time / 30.4375
+    rc, _, err = _run("tcga_survival", ["--features", str(feats), "--clinical", str(data / "clinical.tsv"),
+                                        "--out", str(tmp_path / "m"), "--months"], capsys)
+    assert rc == 0, err
+    months = pd.read_csv(tmp_path / "m" / "manifest.csv")
+    assert np.allclose(months.time, manifest.time / 30.4375, atol=1e-4)
+
+
+def test_tcga_survival_clinical_errors_and_cbioportal_table(tmp_path, capsys):
+    data = tmp_path / "tcga"
+    _trident(data, _surv_sid(0), np.random.default_rng(12))
+    _trident(data, _surv_sid(1), np.random.default_rng(13))
+    rc, _, err = _run("tcga_survival", ["--data", str(data), "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2 and f"MISSING {data / 'clinical.tsv'}" in err
+    bad = data / "clinical.tsv"
+    bad.write_text("case_submitter_id\tvital_status\tdays_to_death\nTCGA-AB-5000\tDead\t10\n")
+    rc, _, err = _run("tcga_survival", ["--data", str(data), "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2 and str(bad) in err and "days_to_last_follow_up" in err
+    bad.unlink()
+    # cBioPortal's data_clinical_patient.txt: '#' description lines, OS_STATUS / OS_MONTHS
+    (data / "data_clinical_patient.txt").write_text(
+        "#Patient Identifier\tOverall Survival Status\tOverall Survival (Months)\n#x\tx\tx\n#STRING\tSTRING\tNUMBER\n"
+        "#1\t1\t1\nPATIENT_ID\tOS_STATUS\tOS_MONTHS\nTCGA-AB-5000\t1:DECEASED\t12.5\nTCGA-AB-5001\t0:LIVING\t"
+        "[Not Available]\n")
+    rc, _, err = _run("tcga_survival", ["--data", str(data), "--out", str(tmp_path / "c"), "--months"], capsys)
+    assert rc == 0, err
+    manifest = pd.read_csv(tmp_path / "c" / "manifest.csv")
+    assert list(zip(manifest.slide_id, manifest.time, manifest.event)) == [(_surv_sid(0), 12.5, 1)]
+    report = pd.read_csv(tmp_path / "c" / "manifest_report.csv")
+    assert list(report.slide_id) == [_surv_sid(1)] and "OS_MONTHS" in report.reason[0]
+
+
+def test_tcga_survival_manifest_trains_one_epoch(tmp_path, capsys):
+    from wsigraph.train.config import load_experiment_config
+    from wsigraph.train.runner import train_experiment
+
+    data, out = tmp_path / "tcga", tmp_path / "out"
+    _survival_layout(data)
+    rc, _, err = _run("tcga_survival", ["--data", str(data), "--out", str(out)], capsys)
+    assert rc == 0, err
+    cfg = load_experiment_config({
+        "data": {"manifest": str(out / "manifest.csv"),
+                 "feature_dir": str(data / "20x_256px_0px_overlap" / "features_uni_v1"),
+                 "task": "survival", "n_folds": 2},
+        "model": {"name": "abmil", "embed_dim": 16, "attn_dim": 8},
+        "train": {"epochs": 1, "bootstrap": 0, "progress_bar": False, "accelerator": "cpu"},
+        "output_dir": str(out / "run")})
+    train_experiment(cfg, folds=[0])
+    pred = pd.read_csv(out / "run" / "fold_0" / "predictions_test.csv")
+    assert "risk" in pred.columns and pred["risk"].notna().all()
+    manifest = pd.read_csv(out / "manifest.csv").set_index("slide_id")
+    assert np.allclose(pred["time"], manifest.loc[pred["slide_id"], "time"])
