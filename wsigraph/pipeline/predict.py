@@ -86,7 +86,7 @@ def _scores_file_row(path: Path) -> np.ndarray | None:
 
 
 def precision_name(device: Any, precision: str) -> str:
-    """The autocast that :func:`~wsigraph.train.inference.iter_predictions` runs under (``"fp32"``,
+    """The autocast that :func:`~wsigraph.train.inference.iter_outputs` runs under (``"fp32"``,
     ``"bfloat16"``, ``"float16"``): it changes the scores, so it is recorded."""
     from wsigraph.train.inference import _autocast
 

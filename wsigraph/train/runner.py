@@ -41,7 +41,7 @@ from wsigraph.config import dump_config, save_config
 from wsigraph.errors import ConfigError, InputError
 from wsigraph.pipeline.validate import validate_feature_files
 from wsigraph.train.config import ExperimentConfig, check_model_graph, resolved_model_params
-from wsigraph.train.inference import evaluate, iter_predictions, make_dataset, make_loader, predictions_frame, write_csv
+from wsigraph.train.inference import evaluate, make_dataset, make_loader, predictions_frame, write_csv
 
 log = logging.getLogger("wsigraph")
 
