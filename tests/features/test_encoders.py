@@ -143,6 +143,9 @@ def test_weights_round_trip_gives_identical_features(tmp_path, small_resnet, bat
         path = tmp_path / "ckpt"
     enc = build_encoder("resnet50_trunc", weights=path, input_size=32)
     assert enc.weights is not None and enc.weights_label != "random-init"
+    import hashlib  # what feature files record as encoder_weights_sha256: the file's own digest
+
+    assert enc.identity()["weights_sha256"] == hashlib.sha256(enc.weights.read_bytes()).hexdigest()
     assert not any(p.is_meta for p in enc.parameters())
     with torch.inference_mode():
         assert torch.equal(small_resnet(batch), enc(batch))

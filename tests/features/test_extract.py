@@ -76,6 +76,7 @@ def test_extract_real_slide(tmp_path, slides, coords_dir, encoder, num_workers):
     for key in ("patch_size", "patch_level", "patch_size_level0", "mpp", "target_mpp"):
         assert bag.attrs[key] == coords.attrs[key]
     assert bag.attrs["encoder"] == "resnet50_trunc" and bag.attrs["encoder_weights"] == "random-init"
+    assert "encoder_weights_sha256" not in bag.attrs  # no weights file, no digest (random init is seeded)
     assert bag.attrs["encoder_input_size"] == INPUT
     # the stored row of a patch is the encoder's output on that patch read directly from the slide
     k = n // 2

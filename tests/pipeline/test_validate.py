@@ -60,6 +60,30 @@ def test_random_init_features_are_refused_unless_allowed(cohort, caplog):
     assert "randomly initialised" in caplog.text
 
 
+def test_train_and_bench_refuse_random_init_features_unless_the_flag_says(cohort, tmp_path, capsys):
+    for p in _files(cohort).values():
+        _set_attrs(p, encoder="resnet50_trunc", encoder_weights="random-init")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(_config(cohort, out))]) == 2
+    assert "--allow-random-features" in capsys.readouterr().err and not (out / "config.yaml").exists()
+    assert main(["train", "--config", str(_config(cohort, out)), "--allow-random-features"]) == 0
+    assert (out / "fold_1" / "best.ckpt").exists()
+    # the flag gates the run but changes no result: resuming without it is not "a different configuration"
+    assert main(["train", "--config", str(_config(cohort, out)), "--allow-random-features"]) == 0
+    bench = {"output_dir": str(tmp_path / "bench"), "seeds": [0], "localization": False, "reference": "mean",
+             "cohorts": [{"name": "rand", "manifest": str(cohort / "manifest.csv"),
+                          "feature_dir": str(cohort / "features"), "n_folds": 2, "folds": [0]}],
+             "models": [{"name": "mean", "params": {"hidden": 8}}],
+             "train": {"epochs": 1, "bootstrap": 0, "progress_bar": False}}
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(yaml.safe_dump(bench))
+    assert main(["bench", "--config", str(cfg), "--no-progress"]) == 2
+    assert "randomly initialised" in capsys.readouterr().err
+    assert main(["bench", "--config", str(cfg), "--no-progress", "--allow-random-features"]) == 0
+    runs = pd.read_csv(tmp_path / "bench" / "runs.csv")
+    assert len(runs) == 1 and runs["test_auc"].notna().all()
+
+
 def test_two_encoders_in_one_cohort_are_refused_naming_both_slides(cohort):
     files = _files(cohort)
     first, last = list(files)[0], list(files)[-1]
@@ -67,6 +91,27 @@ def test_two_encoders_in_one_cohort_are_refused_naming_both_slides(cohort):
     with pytest.raises(InputError, match=rf"slides '{first}' .* and '{last}' .*different encoders.*"
                                          r"encoder: 'synthetic' -> 'uni'"):
         validate_feature_files(files, where="m.csv")
+
+
+@pytest.mark.parametrize("attrs, first_attrs, message", [
+    # two weights files of one name (every Hugging Face checkpoint is pytorch_model.bin): the digest tells
+    ({"encoder_weights_sha256": "b" * 64}, {"encoder_weights_sha256": "a" * 64},
+     "weights_sha256: 'aaaa.*' -> 'bbbb.*'"),
+    ({"encoder_mpp": 1.0}, {"encoder_mpp": 0.5}, "encoder_mpp: 0.5 -> 1.0"),  # 20x and 10x in one cohort
+])
+def test_one_encoder_with_other_weights_or_resolution_is_refused(cohort, attrs, first_attrs, message):
+    files = _files(cohort)
+    names = list(files)
+    for sid in names:
+        _set_attrs(files[sid], encoder_weights="pytorch_model.bin", **first_attrs)
+    _set_attrs(files[names[-1]], **attrs)
+    with pytest.raises(InputError, match=rf"'{names[-1]}' .*different encoders or resolutions.*{message}"):
+        validate_feature_files(files, where="m.csv")
+    _set_attrs(files[names[-1]], **first_attrs)  # put back: one source, accepted with it recorded
+    src = validate_feature_files(files, where="m.csv")
+    assert src.as_dict() == {**src.as_dict(), **{k.replace("encoder_weights_", "weights_"): v
+                                                   for k, v in first_attrs.items()}}
+    assert validate_feature_files({names[0]: files[names[0]]}, where="m.csv").weights == "pytorch_model.bin"
 
 
 def _config(cohort: Path, out: Path, **data) -> Path:

@@ -46,7 +46,7 @@ def test_survival_run_writes_risks_curves_and_survival_metrics(cohort, tmp_path)
     for name in ("km_val.png", "km_test.png", "training_curves.png"):
         assert (fold / "plots" / name).stat().st_size > 5000, name
     pred = pd.read_csv(fold / "predictions_test.csv")
-    assert list(pred.columns) == ["slide_id", "time", "event", "risk", "surv_bin0", "surv_bin1", "surv_bin2",
+    assert list(pred.columns) == ["slide_id", "case_id", "time", "event", "risk", "surv_bin0", "surv_bin1", "surv_bin2",
                                   "surv_bin3"]
     manifest = pd.read_csv(cohort / "manifest.csv").set_index("slide_id")
     assert np.allclose(pred["time"], manifest.loc[pred["slide_id"], "time"])  # each row's own target
@@ -63,18 +63,31 @@ def test_survival_run_writes_risks_curves_and_survival_metrics(cohort, tmp_path)
     assert again["folds"][0]["metrics"]["test"]["c_index"] == test["c_index"]
 
 
-def test_cox_needs_several_slides_per_step_and_then_trains(cohort, tmp_path):
+def test_cox_needs_several_slides_per_step_and_then_trains(cohort, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="batch_size >= 2"):
         config(cohort, tmp_path / "cox", "survival", survival={"loss": "cox"})
     raw = {"data": {"manifest": str(cohort / "manifest.csv"), "feature_dir": str(cohort / "features"),
                     "task": "survival", "n_folds": 3, "survival": {"loss": "cox"}},
            "model": {"name": "abmil", "embed_dim": 16, "attn_dim": 8},
-           "train": {"epochs": 2, "bootstrap": 0, "progress_bar": False, "accelerator": "cpu", "batch_size": 4},
+           "train": {"epochs": 2, "bootstrap": 0, "progress_bar": False, "accelerator": "cpu", "batch_size": 11},
            "output_dir": str(tmp_path / "cox")}
     cfg = load_experiment_config(raw)
+    import wsigraph.train.runner as runner
+
+    steps = []
+    make_loader = runner.make_loader
+
+    def spy(dataset, **kw):  # the training loader's steps: none of one slide, which a Cox loss cannot use
+        loader = make_loader(dataset, **kw)
+        if kw.get("batch_size", 1) > 1:
+            steps.append([len(b) for b in loader])
+        return loader
+
+    monkeypatch.setattr(runner, "make_loader", spy)
     train_experiment(cfg, folds=[0])
+    assert steps[0] == [12]  # 12 training slides in steps of 11: the 1 left over joins the step before
     pred = pd.read_csv(tmp_path / "cox" / "fold_0" / "predictions_test.csv")
-    assert list(pred.columns) == ["slide_id", "time", "event", "risk"]
+    assert list(pred.columns) == ["slide_id", "case_id", "time", "event", "risk"]
     m = json.loads((tmp_path / "cox" / "fold_0" / "results.json").read_text())["metrics"]["test"]
     assert np.isfinite(m["c_index"]) and "ibs" in m  # Breslow curves from the training fold's risks
 
@@ -84,7 +97,7 @@ def test_regression_run_predicts_on_the_target_scale(cohort, tmp_path):
     assert cfg.train.select_metric == "pearson"
     train_experiment(cfg, folds=[0])
     pred = pd.read_csv(tmp_path / "reg" / "fold_0" / "predictions_test.csv")
-    assert list(pred.columns) == ["slide_id", "target", "pred"]
+    assert list(pred.columns) == ["slide_id", "case_id", "target", "pred"]
     assert (tmp_path / "reg" / "fold_0" / "plots" / "scatter_test.png").exists()
     m = json.loads((tmp_path / "reg" / "fold_0" / "results.json").read_text())["metrics"]["test"]
     assert {"pearson", "spearman", "pearson_ci95", "mae", "rmse", "r2"} <= set(m)
@@ -130,7 +143,9 @@ def test_cli_init_config_task_then_train_then_evaluate(cohort, tmp_path, capsys)
     cfg = tmp_path / "surv.yaml"
     assert main(["init-config", "--task", "survival", "--model", "abmil", "--manifest", str(cohort / "manifest.csv"),
                  "--features", str(cohort / "features"), "--out", str(cfg)]) == 0
-    assert "24 slides" in capsys.readouterr().err
+    manifest = pd.read_csv(cohort / "manifest.csv")
+    events = int(manifest.groupby("case_id")["event"].max().sum())  # a patient's event counts once
+    assert f"24 slides of {manifest['case_id'].nunique()} patients, {events} events" in capsys.readouterr().err
     text = cfg.read_text()
     assert "task: survival" in text and "select_metric: c_index" in text
     out = tmp_path / "run"
@@ -139,6 +154,8 @@ def test_cli_init_config_task_then_train_then_evaluate(cohort, tmp_path, capsys)
                  f"output_dir={out}"]) == 0
     best = out / "fold_0" / "best.ckpt"
     assert best.exists()
+    printed = capsys.readouterr().out  # the survival run's own metrics, not classification's
+    assert "test_c_index: " in printed and "test_ibs: " in printed and "auc:" not in printed.replace("td_auc:", "")
     assert main(["evaluate", "--checkpoint", str(best), "--cohort", str(cohort / "manifest.csv"), "--features",
                  str(cohort / "features"), "--out", str(tmp_path / "ev")]) == 0
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())

@@ -47,6 +47,8 @@ from wsigraph.bench.config import BenchConfig, CohortSpec, ModelSpec, check_mode
 log = logging.getLogger("wsigraph")
 
 CONFIG_NAME = "bench_config.yaml"
+#: cohort keys that gate a run but do not change its results (a resumed bench may differ in them)
+COHORT_FREE_KEYS = frozenset({"allow_random_features"})
 SPLIT_PARTS = ("train", "val", "test")
 
 
@@ -75,7 +77,8 @@ def _identity(dumped: dict) -> dict:
     return {
         "train": {k: v for k, v in (dumped.get("train") or {}).items() if k not in train_free},
         "graph": dumped.get("graph"),
-        "cohorts": {c.get("name"): c for c in dumped.get("cohorts") or []},
+        "cohorts": {c.get("name"): {k: v for k, v in c.items() if k not in COHORT_FREE_KEYS}
+                    for c in dumped.get("cohorts") or []},
         "models": {m.get("label") or m.get("name"): m for m in dumped.get("models") or []},
     }
 

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "without this flag such a folder is refused, naming the differing keys")
     p.add_argument("--base-dir", default=None,
                    help="folder that relative paths of the config are relative to (default: the current one)")
+    p.add_argument("--allow-random-features", action="store_true",
+                   help="accept features of a randomly initialised encoder in every cohort (refused by default; "
+                        "a cohort's allow_random_features: true does the same for one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_bench)
 
@@ -42,6 +45,9 @@ def _bench(args: argparse.Namespace) -> int:
     from wsigraph.bench import load_bench_config, run_benchmark
 
     cfg = load_bench_config(args.config, args.overrides, base_dir=args.base_dir)
+    if args.allow_random_features:
+        for spec in cfg.cohorts:
+            spec.allow_random_features = True
     run_benchmark(cfg, progress=not args.no_progress, only_cohorts=args.only_cohorts, only_models=args.only_models,
                   force_new_config=args.force_new_config)
     out = Path(cfg.output_dir)

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-coords", action="store_true",
                    help="the feature files have no coordinates (plain .pt tensors): the same as graph.mode=none, "
                         "for a model that needs no graph (abmil, mean, clam_sb, transmil, ...)")
+    p.add_argument("--allow-random-features", action="store_true",
+                   help="train on features of a randomly initialised encoder (refused by default: they carry no "
+                        "information about the tissue; for tests and benchmarks): data.allow_random_features=true")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a labeled cohort (metrics with 95%% CIs; "
@@ -74,17 +77,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_init_config)
 
 
+def _task_metrics(task: str) -> tuple[str, ...]:
+    """The scalar metrics a run of ``task`` reports (its summary metrics)."""
+    from wsigraph.tasks import TASKS
+
+    return TASKS[task].summary_metrics
+
+
 def _train(args: argparse.Namespace) -> int:
     from wsigraph.train.config import load_experiment_config
     from wsigraph.train.runner import train_experiment
 
-    cfg = load_experiment_config(args.config, [*args.overrides, *(["graph.mode=none"] if args.no_coords else [])])
+    flags = [*(["graph.mode=none"] if args.no_coords else []),
+             *(["data.allow_random_features=true"] if args.allow_random_features else [])]
+    cfg = load_experiment_config(args.config, [*args.overrides, *flags])
     res = train_experiment(cfg, folds=args.fold)
     metrics = res["summary"].get("metrics", {})
-    shown = [k for k in metrics if k.split("_", 1)[1] in ("accuracy", "auc")]
-    for k in shown:
-        m = metrics[k]
-        print(f"{k}: {m['mean']:.4f} +/- {m['std']:.4f}")
+    names = _task_metrics(cfg.data.task)
+    parts = ("val", "test", "val_patient", "test_patient")
+    for k, m in metrics.items():  # <part>_<metric>: mean and sd over the folds
+        if any(k.endswith(f"_{n}") and k[: -len(n) - 1] in parts for n in names):
+            print(f"{k}: {m['mean']:.4f} +/- {m['std']:.4f}")
     print(f"results in {res['output_dir']}")
     return 0
 
@@ -97,10 +110,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                  cache_dir=args.cache_dir, progress=not args.no_progress,
                  allow_feature_mismatch=args.allow_feature_mismatch, no_coords=args.no_coords,
                  plots=not args.no_plots)
-    shown = {"classification": ("accuracy", "auc", "balanced_accuracy", "f1_macro", "kappa"),
-             "survival": ("c_index", "mean_td_auc", "ibs"),
-             "regression": ("pearson", "spearman", "mae", "rmse", "r2")}[m.get("task", "classification")]
-    for k in shown:
+    for k in _task_metrics(m.get("task", "classification")):
         if k not in m:
             continue
         ci = m.get(f"{k}_ci95")
@@ -135,13 +145,19 @@ def _init_config(args: argparse.Namespace) -> int:
 
     if Path(args.manifest).is_file() and args.task != "classification":  # check every target now
         from wsigraph.data.manifest import read_manifest
+        import pandas as pd
+
         from wsigraph.tasks.cohort import NO_LABEL_COLUMN, build_task, task_targets
 
-        targets = task_targets(build_task(cfg.data), read_manifest(args.manifest, require_labels=False,
-                                                                   label_col=NO_LABEL_COLUMN))
-        summary = (f"{int(targets[:, 1].sum())} events" if args.task == "survival"
-                   else f"target {targets[:, 0].min():g} to {targets[:, 0].max():g}")
-        print(f"{args.manifest}: {len(targets)} slides, {summary}", file=sys.stderr)
+        cohort = read_manifest(args.manifest, require_labels=False, label_col=NO_LABEL_COLUMN)
+        targets = task_targets(build_task(cfg.data), cohort)
+        patients = len(set(cohort.case_ids))
+        if args.task == "survival":  # events are a patient's: count each patient once
+            events = int(pd.Series(targets[:, 1], index=cohort.case_ids).groupby(level=0).max().sum())
+            summary = f"{events} events"
+        else:
+            summary = f"target {targets[:, 0].min():g} to {targets[:, 0].max():g}"
+        print(f"{args.manifest}: {len(targets)} slides of {patients} patients, {summary}", file=sys.stderr)
     elif Path(args.manifest).is_file():  # write the classes it holds, so a typo label later is an error
         from wsigraph.data.manifest import read_manifest
 

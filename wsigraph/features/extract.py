@@ -193,7 +193,8 @@ def extract_features(
 
     The file holds ``coords`` (N, 2) int64, ``features`` (N, D) and attributes: the coords file's own
     (``patch_size``, ``patch_level``, ``patch_size_level0``, ``mpp``, ``target_mpp`` ...) plus
-    ``encoder``, ``encoder_dim``, ``encoder_input_size``, ``encoder_weights``, ``encoder_mpp``
+    ``encoder``, ``encoder_dim``, ``encoder_input_size``, ``encoder_weights`` (file name),
+    ``encoder_weights_sha256`` (none for random-init weights), ``encoder_mpp``
     (µm/px of the pixels the encoder saw) and ``wsigraph_version``.
 
     Raises:
@@ -253,6 +254,7 @@ def extract_features(
         "encoder_dim": int(encoder.dim),
         "encoder_input_size": int(encoder.input_size),
         "encoder_weights": encoder.weights_label,
+        "encoder_weights_sha256": encoder.identity()["weights_sha256"],  # a name like model.bin says little
         "encoder_random_init_seed": encoder.random_init_seed,
         "encoder_mpp": float(attrs["mpp"]) * float(attrs["patch_size"]) / float(encoder.read_size),
         "slide_file": slide_path.name,

@@ -32,6 +32,7 @@ class FeatureSource:
     Attributes:
         encoder: encoder name (``resnet50_trunc``, ``uni``, ``synthetic`` ...).
         weights: the weights file's name, or ``"random-init"``.
+        weights_sha256: SHA-256 of the weights file (files written before it was recorded: None).
         input_size: pixels the encoder saw per patch side.
         encoder_mpp: µm per pixel of what the encoder saw.
         dim: feature width D.
@@ -39,6 +40,7 @@ class FeatureSource:
 
     encoder: str | None = None
     weights: str | None = None
+    weights_sha256: str | None = None
     input_size: int | None = None
     encoder_mpp: float | None = None
     dim: int | None = None
@@ -53,12 +55,12 @@ class FeatureSource:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "FeatureSource":
         d = dict(d or {})
-        return cls(**{k: d.get(k) for k in ("encoder", "weights", "input_size", "encoder_mpp", "dim")})
+        return cls(**{k: d.get(k) for k in _FIELDS})
 
     def differences(self, other: "FeatureSource") -> list[str]:
         """Fields known on both sides that differ (``encoder_mpp`` within 2%), as ``name: self -> other``."""
         out = []
-        for k in ("encoder", "weights", "input_size", "encoder_mpp", "dim"):
+        for k in _FIELDS:
             a, b = getattr(self, k), getattr(other, k)
             if a is None or b is None:
                 continue
@@ -66,6 +68,9 @@ class FeatureSource:
             if not same:
                 out.append(f"{k}: {a!r} -> {b!r}")
         return out
+
+
+_FIELDS = ("encoder", "weights", "weights_sha256", "input_size", "encoder_mpp", "dim")
 
 
 def _attr(attrs: Mapping[str, Any], key: str) -> Any:
@@ -86,7 +91,7 @@ def _source(a: Mapping[str, Any], dim: int | None) -> FeatureSource:
     mpp = _attr(a, "encoder_mpp")
     size = _attr(a, "encoder_input_size")
     return FeatureSource(encoder=_attr(a, "encoder"), weights=_attr(a, "encoder_weights"),
-                         input_size=None if size is None else int(size), encoder_mpp=None if mpp is None else float(mpp),
+                         weights_sha256=_attr(a, "encoder_weights_sha256"), input_size=None if size is None else int(size), encoder_mpp=None if mpp is None else float(mpp),
                          dim=dim)
 
 
@@ -126,7 +131,8 @@ def validate_feature_files(paths: Mapping[str, str | os.PathLike], *, where: str
 
     Raises:
         InputError: naming the slide and file: an unreadable or inconsistent file, a second feature width,
-            a second encoder or weights file, or random-init features not allowed.
+            a second encoder, weights file (name or SHA-256) or encoder µm/px (beyond 2%), or random-init
+            features not allowed.
     """
     from tqdm.auto import tqdm
 
@@ -152,18 +158,20 @@ def validate_feature_files(paths: Mapping[str, str | os.PathLike], *, where: str
         if src.dim != src0.dim:
             raise InputError(f"{where}: slide {sid!r} ({path}) has feature dimension {src.dim}, but slide {sid0!r} "
                              f"({path0}) has {src0.dim}; all slides must come from the same encoder")
-        diffs = [d for d in src0.differences(src) if not d.startswith(("encoder_mpp", "dim"))]
+        diffs = [d for d in src0.differences(src) if not d.startswith("dim")]
         if diffs:
             raise InputError(f"{where}: slides {sid0!r} ({path0}) and {sid!r} ({path}) have features of different "
-                             f"encoders ({'; '.join(diffs)}); a cohort must be embedded by one encoder")
+                             f"encoders or resolutions ({'; '.join(diffs)}); a cohort must be embedded by one "
+                             "encoder, with the same weights, at one µm/px")
     assert first is not None
     if n_random:
         msg = (f"{where}: the features of {n_random} of {len(paths)} slide(s) come from a randomly initialised "
                f"encoder (encoder_weights 'random-init', e.g. {first[1]}): they carry no information about the "
                "tissue")
         if not allow_random_features:
-            raise InputError(msg + "; extract them with real weights, or set data.allow_random_features: true "
-                                   "(bench: allow_random_features) for tests and benchmarks")
+            raise InputError(msg + "; extract them with real weights, or, for tests and benchmarks, pass "
+                                   "--allow-random-features (train, bench) or set data.allow_random_features: "
+                                   "true (bench: a cohort's allow_random_features)")
         log.warning("%s (allowed by allow_random_features)", msg)
     return first[2]
 

@@ -1,7 +1,7 @@
 """Running a trained model on slides: the shared inference loop and ``evaluate``.
 
 * :func:`evaluate`: a checkpoint on a labeled cohort -> ``metrics.json`` (with bootstrap 95% CIs) and
-  ``predictions.csv`` (``slide_id,label,pred,prob_<class>...``).
+  ``predictions.csv`` (``slide_id,case_id,label,pred,prob_<class>...``).
 * ``predict`` (unlabelled slides, a cohort job) lives in :mod:`wsigraph.pipeline.predict` and uses the loop here.
 """
 from __future__ import annotations
@@ -104,11 +104,32 @@ def slide_list(items: Sequence[Any]) -> list[Any]:
     return list(items)
 
 
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Indices of ``sampler`` in steps of ``batch_size``; a last step shorter than ``min_batch`` is merged
+    into the one before it (a Cox step needs two slides to compare: a one-slide step has no loss)."""
+
+    def __init__(self, sampler: Any, batch_size: int, min_batch: int = 1):
+        self.sampler, self.batch_size, self.min_batch = sampler, int(batch_size), int(min_batch)
+
+    def __iter__(self) -> Any:
+        order = list(self.sampler)
+        steps = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if len(steps) > 1 and len(steps[-1]) < self.min_batch:
+            steps[-2].extend(steps.pop())
+        return iter(steps)
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        steps = -(-n // self.batch_size)
+        return steps - 1 if steps > 1 and n - (steps - 1) * self.batch_size < self.min_batch else steps
+
+
 def make_loader(dataset: Any, *, shuffle: bool = False, num_workers: int = 0, seed: int | None = None,
-                reshuffle: bool = True, batch_size: int = 1) -> Any:
+                reshuffle: bool = True, batch_size: int = 1, min_batch: int = 1) -> Any:
     """PyG ``DataLoader`` with one slide per batch (``batch_size`` > 1: a torch DataLoader yielding lists of
-    that many slides); ``shuffle`` uses an :class:`EpochShuffleSampler` (order a function of ``(seed,
-    epoch)``, or of ``seed`` alone when not ``reshuffle``)."""
+    that many slides, a last step shorter than ``min_batch`` merged into the one before); ``shuffle`` uses
+    an :class:`EpochShuffleSampler` (order a function of ``(seed, epoch)``, or of ``seed`` alone when not
+    ``reshuffle``)."""
     from torch_geometric.loader import DataLoader
 
     sampler = None
@@ -121,9 +142,11 @@ def make_loader(dataset: Any, *, shuffle: bool = False, num_workers: int = 0, se
     gen = torch.Generator()
     gen.manual_seed(0 if seed is None else int(seed))
     if batch_size > 1:
-        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
-                                           num_workers=num_workers, persistent_workers=num_workers > 0,
-                                           generator=gen, collate_fn=slide_list)
+        steps = StepBatchSampler(sampler if sampler is not None else torch.utils.data.SequentialSampler(dataset),
+                                 batch_size, min_batch)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=steps, num_workers=num_workers,
+                                           persistent_workers=num_workers > 0, generator=gen,
+                                           collate_fn=slide_list)
     return DataLoader(dataset, batch_size=1, shuffle=False, sampler=sampler, num_workers=num_workers,
                       persistent_workers=num_workers > 0, generator=gen)
 
@@ -146,10 +169,9 @@ def _batch_slide_id(batch: Any, fallback: str) -> str:
 
 
 @torch.no_grad()
-def iter_outputs(model: torch.nn.Module, loader: Any, slide_ids: Sequence[str], device: torch.device,
-                 precision: str = "auto", progress: bool = False, desc: str = "predict"
-                 ) -> Iterator[tuple[str, torch.Tensor, np.ndarray | None]]:
-    """Yield ``(slide_id, outputs (1, K) float32 on CPU, patch_scores (N,) or None)`` per slide."""
+def _eval_steps(model: torch.nn.Module, loader: Any, slide_ids: Sequence[str], device: torch.device,
+                precision: str, progress: bool, desc: str) -> Iterator[tuple[str, Any, Any]]:
+    """``(slide_id, batch, model output)`` per slide: the model in eval mode, no autograd."""
     from tqdm.auto import tqdm
 
     model.eval()
@@ -158,27 +180,32 @@ def iter_outputs(model: torch.nn.Module, loader: Any, slide_ids: Sequence[str], 
         batch = batch.to(device)
         with _autocast(device, precision):
             out = model(batch)
-        scores = None if out.patch_scores is None else out.patch_scores.float().view(-1).cpu().numpy()
-        yield _batch_slide_id(batch, slide_ids[i]), out.logits.float().view(1, -1).cpu(), scores
+        yield _batch_slide_id(batch, slide_ids[i]), batch, out
+
+
+def _patch_scores(out: Any) -> np.ndarray | None:
+    return None if out.patch_scores is None else out.patch_scores.float().view(-1).cpu().numpy()
+
+
+@torch.no_grad()
+def iter_outputs(model: torch.nn.Module, loader: Any, slide_ids: Sequence[str], device: torch.device,
+                 precision: str = "auto", progress: bool = False, desc: str = "predict"
+                 ) -> Iterator[tuple[str, torch.Tensor, np.ndarray | None]]:
+    """Yield ``(slide_id, outputs (1, K) float32 on CPU, patch_scores (N,) or None)`` per slide."""
+    for sid, _, out in _eval_steps(model, loader, slide_ids, device, precision, progress, desc):
+        yield sid, out.logits.float().view(1, -1).cpu(), _patch_scores(out)
 
 
 @torch.no_grad()
 def iter_predictions(model: torch.nn.Module, loader: Any, slide_ids: Sequence[str], device: torch.device,
                      precision: str = "auto", progress: bool = False, desc: str = "predict"
                      ) -> Iterator[tuple[str, int, np.ndarray, np.ndarray | None]]:
-    """Yield ``(slide_id, label (-1 if none), probs (C,), patch_scores (N,) or None)`` per slide."""
-    from tqdm.auto import tqdm
-
-    model.eval()
-    it = tqdm(loader, total=len(slide_ids), desc=desc, unit="slide", disable=not progress, dynamic_ncols=True)
-    for i, batch in enumerate(it):
-        batch = batch.to(device)
-        with _autocast(device, precision):
-            out = model(batch)
+    """Yield ``(slide_id, label (-1 if none), probs (C,), patch_scores (N,) or None)`` per slide
+    (classification)."""
+    for sid, batch, out in _eval_steps(model, loader, slide_ids, device, precision, progress, desc):
         probs = torch.softmax(out.logits.float().view(1, -1), dim=-1)[0].cpu().numpy()
         y = int(batch.y.view(-1)[0]) if getattr(batch, "y", None) is not None else -1
-        scores = None if out.patch_scores is None else out.patch_scores.float().view(-1).cpu().numpy()
-        yield _batch_slide_id(batch, slide_ids[i]), y, probs, scores
+        yield sid, y, probs, _patch_scores(out)
 
 
 def predictions_frame(slide_ids: Sequence[str], y: Sequence[int] | None, probs: np.ndarray,
@@ -193,6 +220,15 @@ def predictions_frame(slide_ids: Sequence[str], y: Sequence[int] | None, probs: 
     df["pred"] = [classes[int(k)] for k in probs.argmax(axis=1)] if len(probs) else []
     for k, c in enumerate(classes):
         df[f"prob_{c}"] = probs[:, k]
+    return df
+
+
+def with_case_ids(df: Any, slide_ids: Sequence[str], case_ids: Sequence[str]) -> Any:
+    """``df`` (one row per slide, ``slide_id`` first) with the slides' ``case_id`` (patient) after
+    ``slide_id``: ``slide_ids`` / ``case_ids`` are the cohort's, in any order."""
+    patient = dict(zip((str(s) for s in slide_ids), (str(c) for c in case_ids)))
+    df = df.copy()
+    df.insert(1, "case_id", [patient[str(s)] for s in df["slide_id"]])
     return df
 
 
@@ -279,7 +315,8 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, feature
         metrics["note"] = "integrated Brier score not computed: a Cox model's curves need the training fold's risks"
     if out_dir is not None:
         out = Path(out_dir)
-        write_csv(task.predictions_frame(ids, targets, r_arr), out / "predictions.csv")
+        write_csv(with_case_ids(task.predictions_frame(ids, targets, r_arr), cohort.slide_ids, cohort.case_ids),
+                  out / "predictions.csv")
         atomic_write_json(out / "metrics.json", metrics)
         if plots:
             _evaluate_plots(task, targets[labeled], r_arr[labeled], out / "plots", split or "evaluate",
@@ -307,4 +344,4 @@ def _evaluate_plots(task: Any, targets: np.ndarray, rows: np.ndarray, out: Path,
 
 
 __all__ = ["evaluate", "iter_predictions", "iter_outputs", "slide_list", "trained_features", "checkpoint_graph", "check_feature_dims", "feature_dim",
-           "predictions_frame"]
+           "predictions_frame", "with_case_ids"]

@@ -7,7 +7,7 @@ Output folder (``cfg.output_dir``)::
     fold_<k>/best.ckpt          the selected weights (wsigraph checkpoint, weights_only-loadable)
     fold_<k>/last.ckpt          Lightning's training state after the last finished epoch (resume)
     fold_<k>/history.csv        one row per epoch: losses, validation metrics, lr, seconds
-    fold_<k>/predictions_<split>.csv   slide_id,label,pred,prob_<class>... (val and test; survival: time,
+    fold_<k>/predictions_<split>.csv   slide_id,case_id,label,pred,prob_<class>... (val and test; survival: time,
                                 event,risk,surv_bin<k>; regression: target,pred)
     fold_<k>/predictions_<split>_patients.csv  the same per case_id, when a case has several slides
                                 (data.patient_level); its metrics under "<split>_patient" in results.json
@@ -41,7 +41,7 @@ from wsigraph.config import dump_config, save_config
 from wsigraph.errors import ConfigError, InputError
 from wsigraph.pipeline.validate import validate_feature_files
 from wsigraph.train.config import ExperimentConfig, check_model_graph, resolved_model_params
-from wsigraph.train.inference import evaluate, make_dataset, make_loader, predictions_frame, write_csv
+from wsigraph.train.inference import evaluate, make_dataset, make_loader, with_case_ids, write_csv
 
 log = logging.getLogger("wsigraph")
 
@@ -49,7 +49,7 @@ SPLITS = ("train", "val", "test")
 # config keys that may change between a run and its resumption (they do not change the results)
 RESUME_FREE_KEYS = {"data.num_workers", "data.cache_dir", "train.progress_bar", "train.devices", "train.num_nodes",
                     "train.accelerator", "train.strategy", "train.log_every_n_steps", "train.bootstrap",
-                    "train.plots", "train.logger", "output_dir"}
+                    "train.plots", "train.logger", "data.allow_random_features", "output_dir"}
 PATH_KEYS = {"data.manifest", "data.feature_dir", "data.splits_csv"}  # equal when moved with the output folder
 
 
@@ -389,7 +389,8 @@ def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k
                 for p, s in subs.items() if len(s)}
     nw = cfg.data.num_workers
     train_loader = make_loader(datasets["train"], shuffle=t.shuffle != "none", num_workers=nw, seed=t.seed,
-                               reshuffle=t.shuffle == "epoch", batch_size=t.batch_size)
+                               reshuffle=t.shuffle == "epoch", batch_size=t.batch_size,
+                               min_batch=task.min_batch)
     val_loader = make_loader(datasets["val"], num_workers=nw) if "val" in datasets else None
     if val_loader is None:
         log.warning("fold %d: no validation slides; the last epoch's weights are kept", k)
@@ -466,7 +467,8 @@ def _evaluate_fold(cfg: ExperimentConfig, subs: dict[str, Any], k: int, fold_dir
         if not len(subs[part]):
             continue
         ids, rows = rows_of(part)
-        write_csv(task.predictions_frame(ids, targets[part], rows), fold_dir / f"predictions_{part}.csv")
+        write_csv(with_case_ids(task.predictions_frame(ids, targets[part], rows), subs[part].slide_ids,
+                                subs[part].case_ids), fold_dir / f"predictions_{part}.csv")
         predicted[part] = (targets[part], rows)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
