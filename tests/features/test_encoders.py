@@ -277,3 +277,14 @@ def test_preprocess_refuses_patches_smaller_than_the_input():
     enc = _tiny_encoder("uni")
     with pytest.raises(InputError, match="smaller than the input size 224"):
         enc.preprocess(torch.zeros(1, 3, 112, 112, dtype=torch.uint8))
+
+
+def test_random_init_is_seeded_and_recorded():
+    state = torch.random.get_rng_state()
+    a = build_encoder("resnet50_trunc", random_init=True, seed=3, input_size=32)
+    b = build_encoder("resnet50_trunc", random_init=True, seed=3, input_size=32)
+    c = build_encoder("resnet50_trunc", random_init=True, seed=4, input_size=32)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is left alone
+    wa, wb, wc = (next(e.backbone.parameters()) for e in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    assert a.identity()["random_init_seed"] == 3

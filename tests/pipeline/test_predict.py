@@ -108,3 +108,27 @@ def test_a_changed_feature_file_or_a_missing_record_is_not_taken_as_done(cohort,
     capsys.readouterr()
     assert _predict(ckpt, feats, out) == 2
     assert "no record of the parameters" in capsys.readouterr().err
+
+
+def test_predict_skips_a_broken_slide_exit_1_and_labels_the_heatmap(cohort, tmp_path, capsys):
+    from wsigraph.data.scores import load_scores
+
+    good = sorted((cohort / "features").glob("*.h5"))[0]
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(b"not an hdf5 file")
+    out = tmp_path / "pred"
+    ckpt = make_checkpoint(tmp_path / "a.ckpt", seed=0)
+    assert main(["predict", "--checkpoint", str(ckpt), "--features", str(good), str(broken), "--out", str(out),
+                 "--on-error", "skip", "--no-progress"]) == 1
+    assert f"listed in {out / 'predict_report.csv'}" in capsys.readouterr().out
+    assert pd.read_csv(out / "predict_report.csv").query("status == 'failed'")["slide_id"].tolist() == ["broken"]
+    assert pd.read_csv(out / "predictions.csv", dtype={"slide_id": str})["slide_id"].tolist() == [good.stem]
+    scores = load_scores(out / "scores" / f"{good.stem}.h5")  # what `wsigraph heatmap` reads
+    assert scores.name == "abmil patch score" and scores.attrs["pred"] in scores.attrs["classes"]
+
+
+def test_predict_with_a_file_that_is_no_checkpoint_exits_2_naming_it(cohort, tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert _predict(bad, cohort, tmp_path / "o") == 2
+    assert "bad.ckpt" in capsys.readouterr().err

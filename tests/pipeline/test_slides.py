@@ -1,6 +1,7 @@
 """Which slides and feature folders a job runs on (wsigraph.pipeline.slides)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from wsigraph.pipeline.slides import (
     find_feature_folders,
     find_pickle_files,
     find_slide_files,
+    read_slide_list,
     slide_jobs,
     strip_slide_suffix,
 )
@@ -104,3 +106,16 @@ def test_slide_jobs_sorted_with_checked_ids(tmp_path):
     assert jobs == [SlideJob("a", tmp_path / "a.svs"), SlideJob("b", Path("slides/b.svs"))]
     with pytest.raises(InputError, match=r"x/\.\.svs: slide_id '\.\.'"):
         slide_jobs({"..": "x/..svs"})
+
+
+def test_slide_manifest(tmp_path, extract_slides):
+    shutil.copy(extract_slides["small"], tmp_path / "a.svs")
+    (tmp_path / "m.csv").write_text("path,slide_id,mpp\na.svs,case-1,0.25\n")
+    jobs = read_slide_list(tmp_path / "m.csv")
+    assert [(j.slide_id, j.slide_path, j.mpp) for j in jobs] == [("case-1", tmp_path / "a.svs", 0.25)]
+    (tmp_path / "bad.csv").write_text("slide,label\na.svs,x\n")
+    with pytest.raises(InputError, match=r"bad.csv.*path column.*\['slide', 'label'\]"):
+        read_slide_list(tmp_path / "bad.csv")
+    (tmp_path / "badmpp.csv").write_text("path,mpp\na.svs,fast\n")
+    with pytest.raises(InputError, match=r"badmpp.csv, row 2: mpp 'fast'"):
+        read_slide_list(tmp_path / "badmpp.csv")

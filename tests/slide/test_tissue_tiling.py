@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsigraph.cli import main
 from wsigraph.data.features import is_complete_feature_file, read_features
 from wsigraph.errors import InputError
 from wsigraph.slide import (TissueMask, open_slide, otsu_threshold, segment_tissue, tile_slide,
@@ -286,49 +285,3 @@ def test_segmentation_argument_errors(slides):
         tissue_mask_from_rgb(rgb, 2.0, mode="dark")
     with pytest.raises(InputError, match=r"unknown tissue segmentation option\(s\) \['median_px'\]"):
         tissue_mask_from_rgb(rgb, 2.0, median_px=3)
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-
-
-def test_cli_tile_skips_bad_slides_and_resumes(shared_data, tmp_path, capsys):
-    cmu = shared_data / "slides" / CMU
-    blank = _blank_png(tmp_path / "blank.png")
-    out = tmp_path / "out"
-    mpp_csv = tmp_path / "mpp.csv"
-    mpp_csv.write_text("slide_id,mpp\nblank,0.5\n")
-    args = ["tile", str(cmu), str(blank), "--out", str(out), "--mpp-csv", str(mpp_csv), "--on-error", "skip",
-            "--no-progress"]
-    assert main(args) == 1  # finished, with a failure listed in the report
-    bag = read_features(out / "coords" / "CMU-1-Small-Region.h5", require_features=False)
-    assert bag.num_patches > 0 and (bag.coords % 224 == 0).all()
-    for sub in ("masks", "overlays"):
-        assert (out / sub / "CMU-1-Small-Region.png").exists()
-    report = (out / "tile_report.csv").read_text()
-    assert "blank" in report and "no tissue found" in report
-    summary = (out / "tiling_summary.csv").read_text()
-    assert f"CMU-1-Small-Region,done,{bag.num_patches}," in summary
-    capsys.readouterr()
-    assert main(args) == 1  # the blank slide still fails; CMU is not redone
-    printed = capsys.readouterr().out
-    assert "1 already complete" in printed and f"listed in {out / 'tile_report.csv'}" in printed
-
-
-def test_cli_segment_and_user_masks(shared_data, tmp_path):
-    cmu = shared_data / "slides" / CMU
-    out = tmp_path / "seg"
-    assert main(["segment", str(cmu), "--out", str(out), "--no-progress", "--exclude-pen"]) == 0
-    import json
-
-    info = json.loads((out / "masks" / "CMU-1-Small-Region.json").read_text())
-    assert 0.25 <= info["tissue_fraction"] <= 0.5 and info["params"]["exclude_pen"] is True
-    # a user mask: only the left half of the slide may hold patches
-    with Image.open(out / "masks" / "CMU-1-Small-Region.png") as im:
-        arr = np.asarray(im).copy()
-    arr[:, arr.shape[1] // 2:] = 0
-    user = tmp_path / "user"
-    user.mkdir()
-    Image.fromarray(arr).save(user / "CMU-1-Small-Region.png")
-    assert main(["tile", str(cmu), "--out", str(tmp_path / "t"), "--masks", str(user), "--no-progress"]) == 0
-    bag = read_features(tmp_path / "t" / "coords" / "CMU-1-Small-Region.h5", require_features=False)
-    assert (bag.coords[:, 0] < 2220 / 2).all()

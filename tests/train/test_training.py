@@ -348,30 +348,6 @@ def test_predict_writes_scores_and_resumes(cv_run, cohort_dir, tmp_path):
     assert np.allclose(again["prob_tumor"], pred["prob_tumor"])
 
 
-def test_predict_skips_a_broken_slide_exit_1_and_labels_the_heatmap(cv_run, cohort_dir, tmp_path, capsys):
-    from wsigraph.data.scores import load_scores
-
-    good = sorted((cohort_dir / "features").glob("*.h5"))[0]
-    broken = tmp_path / "broken.h5"
-    broken.write_bytes(b"not an hdf5 file")
-    out = tmp_path / "pred"
-    assert main(["predict", "--checkpoint", str(cv_run / "fold_0" / "best.ckpt"), "--features", str(good),
-                 str(broken), "--out", str(out), "--on-error", "skip", "--no-progress"]) == 1
-    assert f"listed in {out / 'predict_report.csv'}" in capsys.readouterr().out
-    assert pd.read_csv(out / "predict_report.csv").query("status == 'failed'")["slide_id"].tolist() == ["broken"]
-    assert pd.read_csv(out / "predictions.csv", dtype={"slide_id": str})["slide_id"].tolist() == [good.stem]
-    scores = load_scores(out / "scores" / f"{good.stem}.h5")  # what `wsigraph heatmap` reads
-    assert scores.name == "srmil patch score" and scores.attrs["pred"] in scores.attrs["classes"]
-
-
-def test_predict_cli_bad_checkpoint(tmp_path, cohort_dir, capsys):
-    bad = tmp_path / "bad.ckpt"
-    bad.write_bytes(b"not a checkpoint")
-    assert main(["predict", "--checkpoint", str(bad), "--features", str(cohort_dir / "features"),
-                 "--out", str(tmp_path / "o")]) == 2
-    assert "bad.ckpt" in capsys.readouterr().err
-
-
 class FakeTrainer(SimpleNamespace):
     pass
 
