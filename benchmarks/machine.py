@@ -31,3 +31,26 @@ def usable_cores() -> int:
 def load_average() -> str:
     """``"1-min / 5-min / 15-min"`` load average."""
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(seconds: float = 1.0) -> float | None:
+    """Cores kept busy over the next ``seconds`` by every process on the machine (``/proc/stat``; None where
+    it cannot be read). Unlike the load average, it does not linger after a job ends, so a benchmark can
+    check the machine between its own runs."""
+    import time
+
+    try:
+        b0, t0 = _cpu_times()
+        time.sleep(seconds)
+        b1, t1 = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (os.cpu_count() or 1) * (b1 - b0) / max(t1 - t0, 1)

@@ -11,12 +11,26 @@ features of width D.
     python benchmarks/train_step.py --quick --out train_step.md   # N = 1k, D = 64: a smoke run in seconds
     python benchmarks/train_step.py --models srmil srmil:variant=reference --sizes 870   # model arguments
 
+    python benchmarks/train_step.py --study --models srmil --threads 1 --profile prof/   # N = 500 .. 200k
+
 Prints Markdown (and writes it atomically to ``--out``): a ``## Training step`` heading, a line naming the
 machine, torch thread count and setup, then the table: seconds per step (mean of ``--steps`` after one
 warm-up step), peak RSS of the worker process at the end (GiB), its peak RSS before the first step (GiB,
 ``ru_maxrss`` once the graph, features, model and optimiser exist: the baseline the step adds to) and, on
 CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps (GiB). A (model, N) run that fails or
 passes ``--timeout`` gets a "failed" row, the others still run, and the exit status is 1.
+
+Distance to the compute floor: each row counts the FLOPs of one step's dense operations (matrix products,
+``torch.utils.flop_counter``; the gathers and scatters of message passing are not counted) and times a
+dense matrix product of the same thread count in the same process (``matmul GFLOP/s``); ``x floor`` is
+the step's time over the time those FLOPs take at that rate (1.0: the step is its matmuls).
+
+A quiet machine: before every run the script measures how many cores other processes keep busy
+(``/proc/stat`` over 1 s; the load average lingers after a job ends, this does not) and waits up to
+``--wait`` seconds for it to fall to ``--max-busy``; a run on a busy machine is refused (a "failed" row,
+exit status 1) unless ``--allow-busy``, which runs it and marks its row. Each row records the busy cores
+and the load average at its start. ``--profile DIR`` writes the profiler's table of one step per run
+(top operators by self CPU time) to ``DIR/<model>_N<n>.txt``.
 """
 from __future__ import annotations
 
@@ -32,12 +46,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_model  # noqa: E402
+from machine import busy_cores, cpu_model, load_average  # noqa: E402
 
 TITLE = "Training step"
 DEFAULT_SIZES = (1_000, 10_000, 50_000, 100_000)
+STUDY_SIZES = (500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000)  # --study
 DEFAULT_MODELS = ("srmil", "abmil")
-QUICK = {"sizes": [1_000], "dim": 64, "steps": 1}  # --quick: a smoke run in seconds
+# --quick: a smoke run in seconds, not a figure, so it runs on a busy machine without waiting (rows marked)
+QUICK = {"sizes": [1_000], "dim": 64, "steps": 1, "allow_busy": True, "wait": 0.0}
 
 
 def lattice_edges(n: int, window: int = 2):
@@ -93,7 +109,50 @@ def parse_model_spec(spec: str) -> tuple[str, dict]:
     return name, params
 
 
-def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: int | None) -> dict:
+def matmul_gflops(device: str, size: int = 2048, reps: int = 5) -> float:
+    """The measured rate of a dense float32 ``size`` x ``size`` matrix product here (GFLOP/s, best of
+    ``reps``): the compute floor the steps are compared with."""
+    import torch
+
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(reps + 1):  # the first is a warm-up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * size ** 3 / best / 1e9
+
+
+def step_flops(step) -> int:
+    """FLOPs of the dense operations of one call of ``step`` (``torch.utils.flop_counter``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def profile_table(step, path: Path, rows: int = 15) -> str:
+    """Profile one call of ``step`` and write the operators' table (by self CPU time) to ``path``; return
+    the name of the operator with the most self CPU time and its share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    avg = prof.key_averages()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(avg.table(sort_by="self_cpu_time_total", row_limit=rows) + "\n")
+    total = sum(e.self_cpu_time_total for e in avg) or 1
+    top = max(avg, key=lambda e: e.self_cpu_time_total)
+    return f"{top.key} {100 * top.self_cpu_time_total / total:.0f}%"
+
+
+def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: int | None,
+           profile_dir: str | None = None) -> dict:
     import torch
     from torch_geometric.data import Data
 
@@ -127,12 +186,21 @@ def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: 
     for _ in range(steps):
         step()
     sec = (time.perf_counter() - t0) / steps
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    flops = step_flops(step)
+    rate = matmul_gflops(device)
+    top = None
+    if profile_dir:
+        safe = "".join(c if c.isalnum() or c in "-_=" else "_" for c in model_name)
+        top = profile_table(step, Path(profile_dir) / f"{safe}_N{n}.txt")
     return {
         "model": model_name, "n": n, "edges": int(edge_index.size(1)), "dim": dim, "device": device,
         "graph": builder, "threads": torch.get_num_threads(), "sec_per_step": sec,
         "peak_rss_before_first_step_gib": peak_before,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": peak_rss,
         "cuda_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "gflop_per_step": flops / 1e9, "gflops": flops / 1e9 / sec, "matmul_gflops": rate,
+        "x_floor": sec / (flops / 1e9 / rate) if flops else None, "top_op": top,
     }
 
 
@@ -140,11 +208,33 @@ def worker_command(model: str, n: int, args: argparse.Namespace) -> list[str]:
     """The command line of one (model, N) run: this script with ``--worker``."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--models", model, "--sizes", str(n),
            "--dim", str(args.dim), "--device", args.device, "--steps", str(args.steps)]
+    cmd += ["--profile", str(args.profile)] if args.profile else []
     return cmd + (["--threads", str(args.threads)] if args.threads else [])
+
+
+def wait_for_quiet(args: argparse.Namespace) -> tuple[float | None, bool]:
+    """(cores busy with other processes, quiet enough): measured every few seconds for up to ``--wait`` s."""
+    deadline = time.monotonic() + args.wait
+    while True:
+        busy = busy_cores(1.0)
+        if busy is None or busy <= args.max_busy or time.monotonic() >= deadline:
+            return busy, busy is None or busy <= args.max_busy
+        time.sleep(4.0)
 
 
 def run_one(model: str, n: int, args: argparse.Namespace) -> dict:
     """One (model, N) run in a fresh process: its result row, or ``{model, n, error}``."""
+    busy, quiet = wait_for_quiet(args)
+    state = {"busy_cores": busy, "load": load_average()}
+    if not quiet and not args.allow_busy:
+        return {"model": model, "n": n, **state,
+                "error": f"machine busy: {busy:.1f} cores in use by other processes after waiting {args.wait:g} s "
+                         f"(--max-busy {args.max_busy:g}; --allow-busy runs anyway and marks the row)"}
+    row = _run_worker(model, n, args)
+    return {**row, **state, "busy": not quiet}
+
+
+def _run_worker(model: str, n: int, args: argparse.Namespace) -> dict:
     cmd = worker_command(model, n, args)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -178,20 +268,30 @@ def header_line(args: argparse.Namespace) -> str:
             f"24-neighbourhood + self loops")
 
 
+def _num(v: float | None, fmt: str) -> str:
+    return "" if v is None else format(v, fmt)
+
+
 def markdown(rows: list[dict], args: argparse.Namespace) -> str:
     lines = [f"## {TITLE}", "", header_line(args), "",
              "| model | N | E | D | device | threads | s/step | peak RSS (GiB) | peak RSS before 1st step (GiB) "
-             "| CUDA peak (GiB) | graph |",
-             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+             "| CUDA peak (GiB) | graph | GFLOP/step | GFLOP/s | matmul GFLOP/s | x floor | top operator (self CPU) "
+             "| busy cores, load at start |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['n']} | | | | | **failed**: {r['error'].replace('|', '/')} "
-                         "| | | | |")
+                         "| | | | | | | | | | |")
             continue
         cuda = "" if r["cuda_peak_gib"] is None else f"{r['cuda_peak_gib']:.2f}"
+        state = (f"{_num(r.get('busy_cores'), '.1f')}, {r.get('load', '')}" + (" **busy**" if r.get("busy") else "")
+                 if "load" in r else "")
         lines.append(f"| {r['model']} | {r['n']} | {r['edges']} | {r['dim']} | {r['device']} | {r['threads']} | "
                      f"{r['sec_per_step']:.3f} | {r['peak_rss_gib']:.2f} | "
-                     f"{r['peak_rss_before_first_step_gib']:.2f} | {cuda} | {r['graph']} |")
+                     f"{r['peak_rss_before_first_step_gib']:.2f} | {cuda} | {r['graph']} | "
+                     f"{_num(r.get('gflop_per_step'), '.2f')} | {_num(r.get('gflops'), '.1f')} | "
+                     f"{_num(r.get('matmul_gflops'), '.1f')} | {_num(r.get('x_floor'), '.2f')} | "
+                     f"{r.get('top_op') or ''} | {state} |")
     return "\n".join(lines) + "\n"
 
 
@@ -208,16 +308,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="also write the Markdown (heading, header line, table) here, atomically")
     p.add_argument("--quick", action="store_true",
                    help=f"small sizes for a smoke run in seconds: {QUICK} (options given explicitly win)")
+    p.add_argument("--study", action="store_true",
+                   help=f"the scaling study's sizes: N = {', '.join(map(str, STUDY_SIZES))} (--sizes wins)")
+    p.add_argument("--profile", metavar="DIR", default=None,
+                   help="write the profiler's operator table of one step per run to DIR/<model>_N<n>.txt")
+    p.add_argument("--max-busy", type=float, default=0.3,
+                   help="most cores other processes may keep busy before a run (default: %(default)s)")
+    p.add_argument("--wait", type=float, default=60.0,
+                   help="seconds to wait for a quiet machine before each run (default: %(default)s)")
+    p.add_argument("--allow-busy", action="store_true",
+                   help="run on a busy machine anyway; its rows are marked busy")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.quick:  # --quick changes the defaults only
-        p.set_defaults(**QUICK)
+    if args.quick or args.study:  # --quick / --study change the defaults only
+        p.set_defaults(**(QUICK if args.quick else {"sizes": list(STUDY_SIZES)}))
         args = p.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads {args.threads}: must be at least 1")
 
     if args.worker:
-        print(json.dumps(worker(args.models[0], args.sizes[0], args.dim, args.device, args.steps, args.threads)))
+        print(json.dumps(worker(args.models[0], args.sizes[0], args.dim, args.device, args.steps, args.threads,
+                                args.profile)))
         return 0
     if args.device.startswith("cuda"):
         import torch

@@ -212,6 +212,7 @@ def _fake_worker(monkeypatch, tmp_path: Path, body: str):
         return [sys.executable, str(worker), model, str(n)]
 
     monkeypatch.setattr(train_step, "worker_command", command)
+    monkeypatch.setattr(train_step, "busy_cores", lambda seconds=1.0: 0.0)  # a quiet machine (the suite is not)
     return train_step, seen
 
 
@@ -242,6 +243,34 @@ def test_train_step_timeout_exits_nonzero(tmp_path: Path, monkeypatch):
     out = tmp_path / "ts.md"
     assert train_step.main(["--quick", "--models", "abmil", "--timeout", "0.5", "--out", str(out)]) == 1
     assert "| abmil | 1000 | | | | | **failed**: timed out after 0.5 s |" in out.read_text()
+
+
+def test_train_step_refuses_a_busy_machine_unless_allowed_and_marks_the_row(tmp_path: Path, monkeypatch):
+    row = dict(model="abmil", n=1000, edges=10, dim=64, device="cpu", graph="fake", threads=1, sec_per_step=0.25,
+               peak_rss_before_first_step_gib=0.5, peak_rss_gib=0.75, cuda_peak_gib=None)
+    train_step, seen = _fake_worker(monkeypatch, tmp_path, f"import json; print(json.dumps({row!r}))")
+    monkeypatch.setattr(train_step, "busy_cores", lambda seconds=1.0: 1.7)  # another job on 1.7 cores
+    out = tmp_path / "ts.md"
+    assert train_step.main(["--quick", "--models", "abmil", "--sizes", "1000", "--out", str(out)]) == 0  # smoke
+    assert "**busy**" in out.read_text()
+    assert train_step.main(["--models", "abmil", "--sizes", "1000", "--wait", "0", "--out", str(out)]) == 1
+    assert "**failed**: machine busy: 1.7 cores in use by other processes after waiting 0 s" in out.read_text()
+    assert len(seen) == 1  # refused before a worker started
+    assert train_step.main(["--models", "abmil", "--sizes", "1000", "--wait", "0", "--allow-busy",
+                            "--out", str(out)]) == 0
+    line = next(ln for ln in out.read_text().splitlines() if ln.startswith("| abmil"))
+    assert "| 1.7, " in line and line.endswith("**busy** |")
+
+
+def test_train_step_worker_counts_flops_against_the_matmul_rate_and_profiles(tmp_path: Path):
+    import train_step
+
+    r = train_step.worker("abmil", 200, 64, "cpu", 1, threads=1, profile_dir=str(tmp_path / "prof"))
+    # abmil's dense work: 200 x 64 -> its embedding and attention layers, forward and backward
+    assert r["gflop_per_step"] > 3 * 2 * 200 * 64 * 1e-9 and r["matmul_gflops"] > 0.1
+    assert r["x_floor"] == pytest.approx(r["sec_per_step"] / (r["gflop_per_step"] / r["matmul_gflops"]))
+    table = (tmp_path / "prof" / "abmil_N200.txt").read_text()
+    assert "Self CPU" in table and r["top_op"].split()[0] in table
 
 
 def test_train_step_worker_pins_threads_and_reports_peak_before_first_step():
