@@ -412,6 +412,27 @@ def test_attention_stats():
     assert all(np.isnan(v) for v in attention_stats(None, labels))
 
 
+def test_accumulating_two_steps_equals_one_step_of_two_slides(cohort_dir, tmp_path):
+    """train.accumulate=2 with one slide per step and train.batch_size=2 take the same optimiser steps (the
+    mean of the two slides' losses), so without dropout they end at the same weights."""
+    manifest = split_manifest(cohort_dir, tmp_path / "m.csv")  # 6 training slides: three pairs
+    weights = {}
+    for name, train in (("batch2", {"batch_size": 2}), ("accumulate2", {"accumulate": 2}), ("plain", {})):
+        cfg = load_experiment_config({
+            "data": {"manifest": str(manifest), "feature_dir": str(cohort_dir / "features"), "classes": CLASSES},
+            "model": {"name": "abmil", "embed_dim": 16, "attn_dim": 8, "dropout": 0.0},
+            "train": {"epochs": 2, "bootstrap": 0, "progress_bar": False, "accelerator": "cpu", "select_after": 0.5,
+                      **train},
+            "output_dir": str(tmp_path / name)})
+        train_experiment(cfg)
+        weights[name] = load_checkpoint(tmp_path / name / "fold_0" / "best.ckpt").state_dict
+    for key, w in weights["batch2"].items():
+        torch.testing.assert_close(weights["accumulate2"][key], w, rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(weights["plain"][k], w) for k, w in weights["batch2"].items())
+    with pytest.raises(ConfigError, match="accumulate must be >= 1"):
+        load_experiment_config({"data": {"manifest": "m.csv"}, "train": {"accumulate": 0}})
+
+
 def test_shuffle_once_keeps_one_order():
     from wsigraph.train.lightning_module import EpochShuffleSampler
 

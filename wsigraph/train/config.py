@@ -155,6 +155,9 @@ class TrainConfig:
                                            "classification, none otherwise)", default="auto")
     batch_size: int = _help("slides per training step (their losses averaged; the Cox loss compares them): 1 is "
                             "the paper's recipe", default=1)
+    accumulate: int = _help("gradient accumulation: one optimiser step per this many steps of batch_size slides "
+                            "(the mean of their losses; a Cox loss still compares only the slides of one step)",
+                            default=1)
     select_after: float = _help("select only after this fraction of the epochs", default=0.6)
     select_epoch_base: int = _help("epoch numbering of select_after: 1 (epoch e of 1..E is eligible when "
                                    "e > select_after * E; 100 epochs -> 61..100) | 0 (0-based index > "
@@ -200,6 +203,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be one of {known}, got {v!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.accumulate < 1:
+            raise ConfigError(f"accumulate must be >= 1, got {self.accumulate}")
         if not 0.0 <= self.select_after < 1.0:
             raise ConfigError(f"select_after must be in [0, 1), got {self.select_after}")
         if self.select_epoch_base not in (0, 1):

@@ -408,7 +408,7 @@ def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k
                        LastCheckpoint(fold_dir / "last.ckpt")],
             plugins=[SafeCheckpointIO()], logger=make_loggers(t.logger, fold_dir), enable_model_summary=False,
             enable_progress_bar=t.progress_bar, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
-            gradient_clip_val=t.gradient_clip, default_root_dir=str(fold_dir),
+            gradient_clip_val=t.gradient_clip, accumulate_grad_batches=t.accumulate, default_root_dir=str(fold_dir),
             **({} if val_loader is not None else {"limit_val_batches": 0}),
         )
         last = fold_dir / "last.ckpt"
