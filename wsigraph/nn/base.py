@@ -111,6 +111,9 @@ class MILModel(nn.Module):
     """
 
     needs_graph: ClassVar[bool] = False
+    #: :meth:`packed_training_terms` runs several slides as one block-diagonal graph (else a step of several
+    #: slides runs them one by one)
+    supports_packing: ClassVar[bool] = False
 
     def __init__(self, in_dim: int, num_classes: int):
         super().__init__()
@@ -126,8 +129,9 @@ class MILModel(nn.Module):
     def _param(self) -> Tensor:
         return next(self.parameters())
 
-    def features(self, data: Any) -> Tensor:
-        """``data.x`` checked and cast to the model's device and dtype: (N, D)."""
+    def features(self, data: Any, packed: bool = False) -> Tensor:
+        """``data.x`` checked and cast to the model's device and dtype: (N, D) (``packed``: the slides of a
+        PyG ``Batch``, stacked)."""
         x = getattr(data, "x", None)
         if not isinstance(x, Tensor):
             raise InputError(f"{slide_name(data)}: Data has no tensor 'x' of patch features")
@@ -137,7 +141,7 @@ class MILModel(nn.Module):
         if x.size(0) == 0:
             raise InputError(f"{slide_name(data)}: the bag has no patches (x is empty)")
         num_graphs = getattr(data, "num_graphs", 1)
-        if isinstance(num_graphs, int) and num_graphs > 1:
+        if isinstance(num_graphs, int) and num_graphs > 1 and not packed:
             raise InputError(f"{slide_name(data)}: got a batch of {num_graphs} graphs; models take one slide "
                              "per call (use batch_size=1)")
         p = self._param()
@@ -175,6 +179,12 @@ class MILModel(nn.Module):
         instance clustering); None for tasks without classes (those terms are left out)."""
         out = self(data)
         return TrainingTerms([("ce", out.logits, 1.0)], [], out.logits.detach())
+
+    def packed_training_terms(self, batch: Any) -> TrainingTerms:
+        """:meth:`training_terms` of the B slides of a PyG ``Batch`` in one pass: supervised outputs (B, K),
+        label-free losses averaged over the slides, equal (up to rounding) to the slides run one by one in
+        order without dropout. Only where :attr:`supports_packing`."""
+        raise NotImplementedError(f"{type(self).__name__} does not pack slides")
 
     def training_loss(self, data: Any, y: Tensor, class_weight: Tensor | None = None
                       ) -> tuple[Tensor, Tensor, dict[str, float]]:

@@ -1,4 +1,5 @@
-"""Bag readouts: patch embeddings (N, H) -> one slide embedding (1, H) and a score per patch.
+"""Bag readouts: patch embeddings (N, H) -> one slide embedding (1, H) and a score per patch; ``pool`` does
+the same for the rows of several packed slides at once.
 
 ``attention`` and ``gated_attention`` follow Ilse et al., "Attention-based Deep Multiple Instance
 Learning", ICML 2018 (arXiv 1802.04712), eqs. 8-9. SRMIL's default super-node readout is not here: the
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.utils import scatter, softmax
 
 from wsigraph.nn.base import check_choice
 
@@ -39,6 +41,12 @@ class AttentionReadout(nn.Module):
         a = torch.softmax(self.logits(h), dim=0)
         return (a.unsqueeze(0) @ h), a
 
+    def pool(self, h: Tensor, index: Tensor, size: int) -> Tensor:
+        """Packed slides: (N, H) rows of ``size`` slides (``index`` (N,) their slide) -> (size, H), the
+        softmax taken within each slide."""
+        a = softmax(self.logits(h), index, num_nodes=size)
+        return scatter(a.unsqueeze(-1) * h, index, dim=0, dim_size=size, reduce="sum")
+
 
 class GatedAttentionReadout(AttentionReadout):
     """Gated attention pooling, ``a = softmax_i(w^T (tanh(V h_i) * sigmoid(U h_i)))``.
@@ -60,6 +68,9 @@ class MeanReadout(nn.Module):
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor | None]:
         return h.mean(0, keepdim=True), None
 
+    def pool(self, h: Tensor, index: Tensor, size: int) -> Tensor:
+        return scatter(h, index, dim=0, dim_size=size, reduce="mean")
+
 
 class MaxReadout(nn.Module):
     """Channel-wise max over patches; a patch's score is the share of channels whose max it holds."""
@@ -68,6 +79,9 @@ class MaxReadout(nn.Module):
         emb, idx = h.max(0)
         share = torch.bincount(idx, minlength=h.size(0)).to(h.dtype) / h.size(1)
         return emb.unsqueeze(0), share
+
+    def pool(self, h: Tensor, index: Tensor, size: int) -> Tensor:
+        return scatter(h, index, dim=0, dim_size=size, reduce="max")
 
 
 def build_readout(name: str, in_dim: int, hidden: int = 128, dropout: float = 0.0) -> nn.Module:

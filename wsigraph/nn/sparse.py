@@ -107,45 +107,54 @@ class CSRGraph:
         t_perm = torch.argsort(col * n + row)
         return cls(n, _crow(row, n), row, col, _crow(col[t_perm], n), t_perm, row[t_perm])
 
-    def with_supernode(self, bidirectional: bool = True) -> "CSRGraph":
+    def with_supernode(self, bidirectional: bool = True, ptr: Tensor | None = None) -> "CSRGraph":
         """This graph plus one node ``S = N`` joined to every node (``i -> S`` always, ``S -> i`` too when
         ``bidirectional``), without a self loop on ``S``.
 
-        The super-node's incoming entries are the last N entries (sources ``0..N-1`` in order), so its
+        ``ptr`` (B + 1,) int64: the graph packs B slides, slide ``j`` holding nodes ``ptr[j] .. ptr[j+1]-1``
+        (PyG's ``Batch.ptr``); each gets its own super-node ``S_j = N + j``, joined to its slide's nodes only.
+
+        The super-nodes' incoming entries are the last N entries (sources ``0..N-1`` in order), so their
         attention over the patches is ``alpha[-N:]``. O(E) index arithmetic, no sort.
         """
         n, e = self.num_nodes, self.num_edges
-        s = n
         dev = self.col.device
         nodes = torch.arange(n, device=dev)
+        if ptr is None:
+            ptr = torch.tensor([0, n], device=dev)
+        ptr = ptr.to(device=dev, dtype=torch.long)
+        b = ptr.numel() - 1
+        sup_of = n + torch.repeat_interleave(torch.arange(b, device=dev), ptr.diff())  # super-node of each node
         row_of_t = self.col[self.t_perm]  # row index of each transposed entry
         if bidirectional:
             total = e + 2 * n
-            crow = torch.cat([self.crow + torch.arange(n + 1, device=dev), self.crow.new_tensor([total])])
+            crow = torch.cat([self.crow + torch.arange(n + 1, device=dev), e + n + ptr[1:]])
             pos = torch.arange(e, device=dev) + self.row          # new position of each old entry
             sup = self.crow[1:] + nodes                           # entry (i <- S) closes row i
             row = torch.empty(total, dtype=torch.long, device=dev)
             col = torch.empty(total, dtype=torch.long, device=dev)
             row[pos], col[pos] = self.row, self.col
-            row[sup], col[sup] = nodes, s
-            row[e + n:], col[e + n:] = s, nodes
+            row[sup], col[sup] = nodes, sup_of
+            row[e + n:], col[e + n:] = sup_of, nodes
             # transpose: row j < N holds its old entries then (S <- j) stored at e + n + j;
-            # row S holds the entries (i <- S) stored at sup[i]
-            t_crow = torch.cat([self.t_crow + torch.arange(n + 1, device=dev), self.t_crow.new_tensor([total])])
+            # row S_k holds the entries (i <- S_k) of its slide's nodes, stored at sup[i]
+            t_crow = torch.cat([self.t_crow + torch.arange(n + 1, device=dev), e + n + ptr[1:]])
             t_perm = torch.empty(total, dtype=torch.long, device=dev)
             t_perm[torch.arange(e, device=dev) + row_of_t] = pos[self.t_perm]
             t_perm[self.t_crow[1:] + nodes] = e + n + nodes
             t_perm[e + n:] = sup
         else:
             total = e + n
-            crow = torch.cat([self.crow, self.crow.new_tensor([total])])
-            row = torch.cat([self.row, torch.full((n,), s, dtype=torch.long, device=dev)])
+            crow = torch.cat([self.crow, e + ptr[1:]])
+            row = torch.cat([self.row, sup_of])
             col = torch.cat([self.col, nodes])
-            t_crow = torch.cat([self.t_crow + torch.arange(n + 1, device=dev), self.t_crow.new_tensor([total])])
+            # the super-nodes send nothing: their transposed rows are empty
+            t_crow = torch.cat([self.t_crow + torch.arange(n + 1, device=dev),
+                                torch.full((b,), total, dtype=torch.long, device=dev)])
             t_perm = torch.empty(total, dtype=torch.long, device=dev)
             t_perm[torch.arange(e, device=dev) + row_of_t] = self.t_perm
             t_perm[self.t_crow[1:] + nodes] = e + nodes
-        return CSRGraph(n + 1, crow, row, col, t_crow, t_perm, row[t_perm])
+        return CSRGraph(n + b, crow, row, col, t_crow, t_perm, row[t_perm])
 
     # ------------------------------------------------------------------ sparse matrices
     def adj_t(self, values: Tensor | None = None, dtype: torch.dtype = torch.float32) -> Tensor:

@@ -29,13 +29,16 @@ REFORMERS = ("linear", "identity")
 EMBED_HEADS = ("mean", "concat")
 
 
-def sce_loss(pred: Tensor, target: Tensor, alpha: float = 1.0, rows: Tensor | None = None) -> Tensor:
+def sce_loss(pred: Tensor, target: Tensor, alpha: float = 1.0, rows: Tensor | None = None,
+             groups: Tensor | None = None, num_groups: int = 1) -> Tensor:
     """Scaled cosine error ``mean_i (1 - cos(pred_i, target_i)) ** alpha``.
 
     Args:
         pred, target: (N, D).
         alpha: exponent (> 0).
         rows: (M,) int64 rows to average over (all rows if None); the others get no gradient.
+        groups: (M,) int64 slide of each row of ``rows`` (packed slides): the mean is taken per slide, then
+            over the ``num_groups`` slides, as if each slide's loss were computed on its own.
 
     Cosines are computed row-wise on the full tensors (no (M, D) copies of the selected rows).
     """
@@ -43,7 +46,12 @@ def sce_loss(pred: Tensor, target: Tensor, alpha: float = 1.0, rows: Tensor | No
     cos = dot / (pred.norm(dim=-1) * target.norm(dim=-1)).clamp_min(1e-8)
     if rows is not None:
         cos = cos.index_select(0, rows)
-    return (1.0 - cos).clamp_min(0.0).pow(alpha).mean()
+    err = (1.0 - cos).clamp_min(0.0).pow(alpha)
+    if groups is None:
+        return err.mean()
+    from torch_geometric.utils import scatter
+
+    return scatter(err, groups, dim=0, dim_size=num_groups, reduce="mean").mean()
 
 
 class SRMIL(MILModel):
@@ -195,6 +203,7 @@ class SRMIL(MILModel):
                               f"{dec_out_heads} heads")
         self.mask_rate, self.alpha, self.w_gen, self.w_ce = float(mask_rate), float(alpha), float(w_gen), float(w_ce)
         self.self_loops, self.supernode_bidirectional = bool(self_loops), bool(supernode_bidirectional)
+        self.norm_name = str(norm).lower()
         self.use_supernode = self.readout_name == "supernode"
 
         if reformer == "linear":
@@ -225,19 +234,32 @@ class SRMIL(MILModel):
                                         nn.Linear(cls_hidden, num_classes))
 
     # ------------------------------------------------------------------ pieces
-    def graphs(self, data: Any, num_nodes: int) -> tuple[CSRGraph, CSRGraph]:
-        """(patch graph, encoder graph): the encoder graph adds the super-node when that readout is used."""
+    @property
+    def supports_packing(self) -> bool:  # type: ignore[override]
+        """Several slides run as one block-diagonal graph (not with batchnorm, which mixes the slides)."""
+        return self.norm_name != "batchnorm"
+
+    def graphs(self, data: Any, num_nodes: int, ptr: Tensor | None = None) -> tuple[CSRGraph, CSRGraph]:
+        """(patch graph, encoder graph): the encoder graph adds the super-node when that readout is used
+        (one per slide of a packed batch, ``ptr`` (B + 1,))."""
         g = CSRGraph.from_edge_index(self.edge_index(data, num_nodes), num_nodes, self_loops=self.self_loops)
-        return g, (g.with_supernode(self.supernode_bidirectional) if self.use_supernode else g)
+        return g, (g.with_supernode(self.supernode_bidirectional, ptr) if self.use_supernode else g)
 
     def sample_mask(self, num_nodes: int, device: torch.device) -> Tensor:
         """Indices of the ``int(mask_rate * N)`` patches masked this step: (M,) int64."""
         return torch.randperm(num_nodes, device=device)[: int(self.mask_rate * num_nodes)]
 
-    def encoder_input(self, rx: Tensor, mask: Tensor | None = None, supernode: bool | None = None) -> Tensor:
+    def sample_packed_mask(self, ptr: Tensor) -> Tensor:
+        """:meth:`sample_mask` of each packed slide (``ptr`` (B + 1,)), drawn in slide order, as node
+        indices of the batch: (M,) int64."""
+        bounds = ptr.tolist()
+        return torch.cat([self.sample_mask(hi - lo, ptr.device) + lo for lo, hi in zip(bounds[:-1], bounds[1:])])
+
+    def encoder_input(self, rx: Tensor, mask: Tensor | None = None, supernode: bool | None = None,
+                      num_super: int = 1) -> Tensor:
         """Encoder input from the reformed features ``rx = reformer(x)`` (N, D): rows ``mask`` replaced by
-        ``reformer(mask token)``, plus the row ``reformer(super token)`` when ``supernode`` (default: when
-        the super-node readout is used).
+        ``reformer(mask token)``, plus ``num_super`` rows ``reformer(super token)`` (one per packed slide)
+        when ``supernode`` (default: when the super-node readout is used).
 
         The reformer is row-wise, so this equals reforming the masked input; ``rx`` is computed once per
         step and shared by all passes.
@@ -246,7 +268,7 @@ class SRMIL(MILModel):
         supernode = self.use_supernode if supernode is None else supernode
         if not supernode and mask is None:
             return rx
-        inp = rx.new_empty(n + int(supernode), rx.size(1))
+        inp = rx.new_empty(n + (num_super if supernode else 0), rx.size(1))
         inp[:n] = rx
         if mask is not None and mask.numel():
             inp[mask] = self.reformer(self.enc_mask_token.to(rx.dtype))
@@ -254,10 +276,11 @@ class SRMIL(MILModel):
             inp[n:] = self.reformer(self.super_token.to(rx.dtype))
         return inp
 
-    def encode(self, rx: Tensor, graph: CSRGraph, mask: Tensor | None = None, return_attention: bool = False
-               ) -> tuple[Tensor, Tensor | None]:
-        """Encoder output (N [+1 super-node], hidden) and, if asked, the last layer's attention (E, heads)."""
-        return self.encoder(self.encoder_input(rx, mask), graph, return_attention=return_attention)
+    def encode(self, rx: Tensor, graph: CSRGraph, mask: Tensor | None = None, return_attention: bool = False,
+               num_super: int = 1) -> tuple[Tensor, Tensor | None]:
+        """Encoder output (N [+ super-nodes], hidden) and, if asked, the last layer's attention (E, heads)."""
+        return self.encoder(self.encoder_input(rx, mask, num_super=num_super), graph,
+                            return_attention=return_attention)
 
     def embed(self, h: Tensor) -> Tensor:
         """Encoder output rows -> embeddings read out (head mean or concatenation)."""
@@ -273,6 +296,14 @@ class SRMIL(MILModel):
         assert self.readout is not None
         emb, scores = self.readout(self.embed(h[:n]))
         return self.classifier(emb), scores
+
+    def classify_packed(self, h: Tensor, num_nodes: int, index: Tensor, num_slides: int) -> Tensor:
+        """Logits (B, C) of packed slides from an encoder output; ``index`` (N,) is each patch's slide."""
+        n = num_nodes
+        if self.use_supernode:
+            return self.classifier(self.embed(h[n:n + num_slides]))
+        assert self.readout is not None
+        return self.classifier(self.readout.pool(self.embed(h[:n]), index, num_slides))
 
     def reconstruct(self, h: Tensor, graph: CSRGraph, mask: Tensor) -> Tensor:
         """Decoder output (N, D) from the masked pass's encoder output (patch rows), masked rows re-masked."""
@@ -302,35 +333,58 @@ class SRMIL(MILModel):
         ce_full) + w_gen recon``. A term whose weight is zero (``w_gen = 0``, or ``w_ce = 2`` for the masked
         CE) is not computed (reported as 0).
         """
-        x = self.features(data)
+        return self._terms(data, packed=False)
+
+    def packed_training_terms(self, batch: Any) -> TrainingTerms:
+        """:meth:`training_terms` of the slides of a PyG ``Batch`` as one block-diagonal graph: one
+        super-node per slide (or the readout's softmax within each slide), each slide's own mask of
+        ``int(mask_rate * N_i)`` patches (drawn in slide order), the reconstruction averaged per slide, then
+        over the slides. Outputs (B, K)."""
+        return self._terms(batch, packed=True)
+
+    def _terms(self, data: Any, packed: bool) -> TrainingTerms:
+        x = self.features(data, packed=packed)
         n = x.size(0)
-        patch_graph, graph = self.graphs(data, n)
+        ptr: Tensor | None = data.ptr.to(x.device) if packed else None
+        b = 1 if ptr is None else ptr.numel() - 1
+        index = None if ptr is None else torch.repeat_interleave(torch.arange(b, device=x.device), ptr.diff())
+        patch_graph, graph = self.graphs(data, n, ptr)
         rx = self.reformer(x)
         supervised: list[tuple[str, Tensor, float]] = []
         skipped: list[str] = []
         recon: Tensor | None = None
+
+        def logits_of(h: Tensor) -> Tensor:
+            return self.classify(h, n)[0] if index is None else self.classify_packed(h, n, index, b)
+
+        def recon_of(h: Tensor, mask: Tensor) -> Tensor:
+            pred = self.reconstruct(h, patch_graph, mask)
+            if index is None:
+                return sce_loss(pred, x, self.alpha, rows=mask)
+            return sce_loss(pred, x, self.alpha, rows=mask, groups=index[mask], num_groups=b)
+
         want_recon, want_masked_ce = self.w_gen > 0, self.w_ce < 2
         if want_recon or want_masked_ce:
-            mask = self.sample_mask(n, x.device)
+            mask = self.sample_mask(n, x.device) if ptr is None else self.sample_packed_mask(ptr)
             want_recon = want_recon and mask.numel() > 0
             if self.recon_pass == "separate" and want_recon:
                 h, _ = self.encoder(self.encoder_input(rx, mask, supernode=False), patch_graph)
-                recon = sce_loss(self.reconstruct(h, patch_graph, mask), x, self.alpha, rows=mask)
+                recon = recon_of(h, mask)
                 del h
             if want_masked_ce or (want_recon and self.recon_pass == "shared"):
-                h, _ = self.encode(rx, graph, mask)
+                h, _ = self.encode(rx, graph, mask, num_super=b)
                 if want_masked_ce:
-                    supervised.append(("ce_masked", self.classify(h, n)[0], (2 - self.w_gen) * (2 - self.w_ce)))
+                    supervised.append(("ce_masked", logits_of(h), (2 - self.w_gen) * (2 - self.w_ce)))
                 if want_recon and self.recon_pass == "shared":
-                    recon = sce_loss(self.reconstruct(h, patch_graph, mask), x, self.alpha, rows=mask)
+                    recon = recon_of(h, mask)
                 del h
         if not want_masked_ce:
             skipped.append("ce_masked")
-        inp = self.encoder_input(rx)
+        inp = self.encoder_input(rx, num_super=b)
         del rx
         h, _ = self.encoder(inp, graph)
         del inp
-        logits = self.classify(h, n)[0]
+        logits = logits_of(h)
         supervised.append(("ce_full", logits, (2 - self.w_gen) * self.w_ce))
         unsupervised = [] if recon is None else [("recon", recon, float(self.w_gen))]
         if recon is None:

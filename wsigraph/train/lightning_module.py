@@ -108,13 +108,27 @@ def slide_target(data: Any) -> torch.Tensor:
     return data.y.view(-1)[:1].double().view(1, 1)
 
 
+def pack_slides(slides: Sequence[Any]) -> Any:
+    """The slides' features and graphs as one PyG ``Batch`` (block-diagonal edges, ``ptr``); only ``x`` and
+    ``edge_index`` are kept, so slides with and without patch labels or positions pack together."""
+    from torch_geometric.data import Batch, Data
+
+    return Batch.from_data_list([Data(x=d.x, edge_index=getattr(d, "edge_index", None), num_nodes=d.x.size(0))
+                                 for d in slides])
+
+
 def step_loss(model: torch.nn.Module, slides: Sequence[Any], task: Any) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one training step over ``slides`` and its parts: each supervised term of the model's
     :meth:`~wsigraph.nn.MILModel.training_terms` goes through ``task.loss`` over the step's slides (outputs
     stacked (B, K)), times its weight; label-free terms are averaged over the slides. With one slide and
-    cross-entropy it is the model's :meth:`~wsigraph.nn.MILModel.training_loss`."""
-    terms = [model.training_terms(d, task.label_of(slide_target(d))) for d in slides]
+    cross-entropy it is the model's :meth:`~wsigraph.nn.MILModel.training_loss`. Several slides run packed
+    as one graph where the model supports it (:meth:`~wsigraph.nn.MILModel.packed_training_terms`), else one
+    by one."""
     targets = torch.cat([slide_target(d) for d in slides])
+    if len(slides) > 1 and getattr(model, "supports_packing", False):
+        terms = [model.packed_training_terms(pack_slides(slides))]  # one pass; outputs (B, K)
+    else:
+        terms = [model.training_terms(d, task.label_of(slide_target(d))) for d in slides]
     total: torch.Tensor | None = None
     parts: dict[str, float] = {name: 0.0 for name in terms[0].skipped}
 
@@ -321,5 +335,5 @@ class MILLightningModule(L.LightningModule):
         checkpoint[LIGHTNING_KEY] = plain({**self.metadata, "epoch": int(self.current_epoch)})
 
 
-__all__ = ["MILLightningModule", "PositionedDataset", "step_loss", "slide_target", "EpochShuffleSampler",
+__all__ = ["MILLightningModule", "PositionedDataset", "step_loss", "pack_slides", "slide_target", "EpochShuffleSampler",
            "epoch_seed", "attention_stats", "ATTENTION_KEYS"]
