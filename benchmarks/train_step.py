@@ -12,6 +12,7 @@ features of width D.
     python benchmarks/train_step.py --models srmil srmil:variant=reference --sizes 870   # model arguments
 
     python benchmarks/train_step.py --study --models srmil --threads 1 --profile prof/   # N = 500 .. 200k
+    python benchmarks/train_step.py --models srmil --sizes 870 --slides-per-step 4   # packed steps: slides/s
 
 Prints Markdown (and writes it atomically to ``--out``): a ``## Training step`` heading, a line naming the
 machine, torch thread count and setup, then the table: seconds per step (mean of ``--steps`` after one
@@ -152,7 +153,7 @@ def profile_table(step, path: Path, rows: int = 15) -> str:
 
 
 def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: int | None,
-           profile_dir: str | None = None) -> dict:
+           profile_dir: str | None = None, slides: int = 1) -> dict:
     import torch
     from torch_geometric.data import Data
 
@@ -162,7 +163,9 @@ def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: 
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     edge_index, builder = build_graph(n)
-    data = Data(x=torch.randn(n, dim), edge_index=edge_index, slide_id=f"lattice{n}").to(device)
+    data = Data(x=torch.randn(n, dim), edge_index=edge_index, slide_id=f"lattice{n}", y=torch.tensor([1])).to(device)
+    batch = [data] + [Data(x=torch.randn(n, dim, device=device), edge_index=data.edge_index, y=data.y)
+                      for _ in range(slides - 1)]
     name, params = parse_model_spec(model_name)
     model = build_model(name, dim, 2, **params).to(device)
     model.train()
@@ -171,9 +174,17 @@ def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: 
     cuda = device.startswith("cuda")
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss: KiB on Linux
 
+    from wsigraph.tasks import ClassificationTask
+    from wsigraph.train.lightning_module import step_loss
+
+    task = ClassificationTask(["a", "b"])
+
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss, _, _ = model.training_loss(data, y)
+        if slides == 1:
+            loss, _, _ = model.training_loss(data, y)
+        else:  # the trainer's step over several slides: packed where the model supports it
+            loss, _ = step_loss(model, batch, task)
         loss.backward()
         opt.step()
         if cuda:
@@ -201,6 +212,8 @@ def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: 
         "cuda_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "gflop_per_step": flops / 1e9, "gflops": flops / 1e9 / sec, "matmul_gflops": rate,
         "x_floor": sec / (flops / 1e9 / rate) if flops else None, "top_op": top,
+        "slides_per_step": slides, "slides_per_s": slides / sec,
+        "packed": slides > 1 and bool(getattr(model, "supports_packing", False)),
     }
 
 
@@ -209,6 +222,7 @@ def worker_command(model: str, n: int, args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--models", model, "--sizes", str(n),
            "--dim", str(args.dim), "--device", args.device, "--steps", str(args.steps)]
     cmd += ["--profile", str(args.profile)] if args.profile else []
+    cmd += ["--slides-per-step", str(args.slides_per_step)] if args.slides_per_step != 1 else []
     return cmd + (["--threads", str(args.threads)] if args.threads else [])
 
 
@@ -276,12 +290,12 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
     lines = [f"## {TITLE}", "", header_line(args), "",
              "| model | N | E | D | device | threads | s/step | peak RSS (GiB) | peak RSS before 1st step (GiB) "
              "| CUDA peak (GiB) | graph | GFLOP/step | GFLOP/s | matmul GFLOP/s | x floor | top operator (self CPU) "
-             "| busy cores, load at start |",
-             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|"]
+             "| busy cores, load at start | slides/step | slides/s |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|---:|---:|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['n']} | | | | | **failed**: {r['error'].replace('|', '/')} "
-                         "| | | | | | | | | | |")
+                         "| | | | | | | | | | | | |")
             continue
         cuda = "" if r["cuda_peak_gib"] is None else f"{r['cuda_peak_gib']:.2f}"
         state = (f"{_num(r.get('busy_cores'), '.1f')}, {r.get('load', '')}" + (" **busy**" if r.get("busy") else "")
@@ -291,7 +305,9 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
                      f"{r['peak_rss_before_first_step_gib']:.2f} | {cuda} | {r['graph']} | "
                      f"{_num(r.get('gflop_per_step'), '.2f')} | {_num(r.get('gflops'), '.1f')} | "
                      f"{_num(r.get('matmul_gflops'), '.1f')} | {_num(r.get('x_floor'), '.2f')} | "
-                     f"{r.get('top_op') or ''} | {state} |")
+                     f"{r.get('top_op') or ''} | {state} | "
+                     f"{r.get('slides_per_step', 1)}{' packed' if r.get('packed') else ''} | "
+                     f"{_num(r.get('slides_per_s'), '.2f')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -312,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"the scaling study's sizes: N = {', '.join(map(str, STUDY_SIZES))} (--sizes wins)")
     p.add_argument("--profile", metavar="DIR", default=None,
                    help="write the profiler's operator table of one step per run to DIR/<model>_N<n>.txt")
+    p.add_argument("--slides-per-step", type=int, default=1,
+                   help="slides of N patches per step (train.batch_size): packed as one graph where the model "
+                        "supports it, else one by one; the table adds slides/s")
     p.add_argument("--max-busy", type=float, default=0.3,
                    help="most cores other processes may keep busy before a run (default: %(default)s)")
     p.add_argument("--wait", type=float, default=60.0,
@@ -328,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:
         print(json.dumps(worker(args.models[0], args.sizes[0], args.dim, args.device, args.steps, args.threads,
-                                args.profile)))
+                                args.profile, args.slides_per_step)))
         return 0
     if args.device.startswith("cuda"):
         import torch
