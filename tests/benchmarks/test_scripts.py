@@ -397,3 +397,28 @@ def test_realistic_configs_have_the_scale_of_real_data(name):
         space, labels = _make_space(small), _assign_labels(small)
         n = [len(generate_slide(small, i, int(lab), space).coords) for i, lab in enumerate(labels)]
         assert 400 <= min(n) and max(n) <= 1500, (seed, min(n), max(n))
+
+
+# --------------------------------------------------------------------------------------------------
+# survival_oracle.py: the C-index of the true hazard on each seed's test slides
+# --------------------------------------------------------------------------------------------------
+
+
+def test_survival_oracle_scores_the_true_hazard_on_the_test_slides(tmp_path: Path, capsys):
+    import pandas as pd
+    import survival_oracle
+
+    out = tmp_path / "bench"
+    (out / "splits" / "surv").mkdir(parents=True)
+    (out / "cohorts" / "surv" / "seed_0").mkdir(parents=True)
+    # test slides t0-t3: the hazard orders the times exactly except one pair; the train slide would break it
+    pd.DataFrame({"slide_id": ["t0", "t1", "t2", "t3", "tr"], "time": [1.0, 2.0, 3.0, 4.0, 0.5],
+                  "event": [1, 1, 1, 0, 1], "log_hazard": [3.0, 1.0, 2.0, 0.0, -5.0]}).to_csv(
+        out / "cohorts" / "surv" / "seed_0" / "manifest.csv", index=False)
+    pd.DataFrame({"fold": 0, "split": ["test"] * 4 + ["train"], "slide_id": ["t0", "t1", "t2", "t3", "tr"]}).to_csv(
+        out / "splits" / "surv" / "seed_0.csv", index=False)
+    rows = survival_oracle.oracle_rows(out, "surv", 0)
+    # comparable pairs (an event before the other's time): (0,1) (0,2) (0,3) (1,2) (1,3) (2,3); (1,2) discordant
+    assert rows == [(0, 4, 3, pytest.approx(5 / 6))]
+    assert survival_oracle.main([str(out), "--cohort", "surv"]) == 0
+    assert "| 0 | 4 | 3 | 0.833 |" in capsys.readouterr().out

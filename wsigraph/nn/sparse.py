@@ -193,7 +193,6 @@ class _CSRAggregate(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         x, alpha = ctx.saved_tensors
         graph: CSRGraph = ctx.graph
-        heads = x.size(1)
         grad = grad.to(x.dtype).contiguous()
         with torch.autocast(x.device.type, enabled=False):
             grad_x, grad_alpha = _csr_aggregate_backward(ctx, x, alpha, grad, graph)
