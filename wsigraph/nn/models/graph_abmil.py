@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from wsigraph.errors import ConfigError
-from wsigraph.nn.base import MILModel, MILOutput, check_choice, check_range
+from wsigraph.nn.base import MILModel, MILOutput, TrainingTerms, check_choice, check_range
 from wsigraph.nn.encoder import ACTIVATIONS, CONVS, NORMS, GNNEncoder
 from wsigraph.nn.readout import GatedAttentionReadout
 from wsigraph.nn.sparse import CSRGraph
@@ -77,7 +78,7 @@ class GraphABMIL(MILModel):
         norm = check_choice("norm", norm, NORMS)
         if conv == "gat" and hidden % heads:
             raise ConfigError(f"model argument 'heads': hidden={hidden} does not split over {heads} heads")
-        self.self_loops = bool(self_loops)
+        self.self_loops, self.norm_name = bool(self_loops), norm
         self.embed = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.encoder = GNNEncoder(hidden, hidden, hidden, num_layers, conv=conv, heads=heads, out_heads=heads,
                                   residual=bool(residual), norm=norm, activation=activation, feat_drop=feat_drop,
@@ -94,6 +95,21 @@ class GraphABMIL(MILModel):
         h, _ = self.encoder(self.embed(x), self.graph(data, x.size(0)))
         z, a = self.attention(h)
         return MILOutput(self.classifier(z), a.detach())
+
+    @property
+    def supports_packing(self) -> bool:  # type: ignore[override]
+        """Several slides as one block-diagonal graph (not with batchnorm, which mixes the slides)."""
+        return self.norm_name != "batchnorm"
+
+    def packed_training_terms(self, batch: Any) -> TrainingTerms:
+        """The slides of a PyG ``Batch`` in one pass: the attention softmax within each slide; logits (B, C)."""
+        x = self.features(batch, packed=True)
+        ptr = batch.ptr.to(x.device)
+        b = ptr.numel() - 1
+        index = torch.repeat_interleave(torch.arange(b, device=x.device), ptr.diff())
+        h, _ = self.encoder(self.embed(x), self.graph(batch, x.size(0)))
+        logits = self.classifier(self.attention.pool(h, index, b))
+        return TrainingTerms([("ce", logits, 1.0)], [], logits.detach())
 
 
 __all__ = ["GraphABMIL"]

@@ -1,4 +1,5 @@
-"""Several slides per step packed as one block-diagonal graph (``SRMIL.packed_training_terms``, issue 14):
+"""Several slides per step packed as one block-diagonal graph (``packed_training_terms`` of SRMIL and
+graph_abmil, issue 14):
 with dropout off and the same masks, the packed step's loss, every loss part and every parameter gradient
 equal the mean over the slides run one by one (float64, 1e-10 relative), for every readout, pass layout and
 super-node direction. The packed super-node graph is checked against a dense construction."""
@@ -41,7 +42,7 @@ def make_model(**kw) -> SRMIL:
     return m.train()
 
 
-def step(model: SRMIL, task, packed: bool):
+def step(model, task, packed: bool):
     model.zero_grad(set_to_none=True)
     torch.manual_seed(7)  # the masks: drawn per slide in slide order on both paths
     if packed:
@@ -84,6 +85,18 @@ def test_packed_step_equals_the_slides_one_by_one(kw):
     assert grads_pack.keys() == grads_seq.keys() and len(grads_seq) >= 20
     for name, g in grads_seq.items():
         torch.testing.assert_close(grads_pack[name], g, rtol=1e-10, atol=1e-14, msg=name)
+
+
+def test_packed_graph_abmil_step_equals_the_slides_one_by_one():
+    from wsigraph.nn import GraphABMIL
+
+    torch.manual_seed(0)
+    model = GraphABMIL(D, 2, hidden=16, heads=2, dropout=0.0, norm="layernorm").double().train()
+    assert model.supports_packing and not GraphABMIL(D, 2, norm="batchnorm").supports_packing
+    a, b = step(model, ClassificationTask(["a", "b"]), packed=False), step(model, ClassificationTask(["a", "b"]), True)
+    torch.testing.assert_close(b[0], a[0], rtol=1e-10, atol=0)
+    for name, g in a[2].items():
+        torch.testing.assert_close(b[2][name], g, rtol=1e-10, atol=1e-14, msg=name)
 
 
 def test_packed_regression_step_equals_the_slides_one_by_one():
