@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
-from wsigraph.nn.base import MILModel, MILOutput, check_range
+from wsigraph.nn.base import MILModel, MILOutput, TrainingTerms, check_range
 from wsigraph.nn.readout import AttentionReadout, GatedAttentionReadout
 
 
@@ -42,9 +43,20 @@ class ABMIL(MILModel):
         self.attention = readout(embed_dim, attn_dim, dropout)
         self.classifier = nn.Linear(embed_dim, num_classes)
 
+    supports_packing = True
+
     def forward(self, data: Any) -> MILOutput:
         z, a = self.attention(self.embed(self.features(data)))
         return MILOutput(self.classifier(z), a.detach())
+
+    def packed_training_terms(self, batch: Any) -> TrainingTerms:
+        """The bags of a PyG ``Batch`` in one pass (attention softmax within each bag): logits (B, C)."""
+        x = self.features(batch, packed=True)
+        ptr = batch.ptr.to(x.device)
+        b = ptr.numel() - 1
+        index = torch.repeat_interleave(torch.arange(b, device=x.device), ptr.diff())
+        logits = self.classifier(self.attention.pool(self.embed(x), index, b))
+        return TrainingTerms([("ce", logits, 1.0)], [], logits.detach())
 
 
 __all__ = ["ABMIL"]
