@@ -47,7 +47,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import busy_cores, cpu_model, load_average  # noqa: E402
+from machine import cpu_model  # noqa: E402
+from machine import busy_cores, load_average  # noqa: E402
 
 TITLE = "Training step"
 DEFAULT_SIZES = (1_000, 10_000, 50_000, 100_000)

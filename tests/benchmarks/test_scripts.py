@@ -279,7 +279,7 @@ def test_train_step_worker_packs_several_slides_per_step():
 
     r = train_step.worker("srmil:hidden=16,heads=2", 60, 16, "cpu", 1, threads=1, slides=3)
     assert r["packed"] and r["slides_per_step"] == 3 and r["slides_per_s"] == pytest.approx(3 / r["sec_per_step"])
-    assert not train_step.worker("abmil", 60, 16, "cpu", 1, threads=1, slides=2)["packed"]  # one by one
+    assert not train_step.worker("mean", 60, 16, "cpu", 1, threads=1, slides=2)["packed"]  # one by one
 
 
 def test_train_step_worker_pins_threads_and_reports_peak_before_first_step():

@@ -144,9 +144,9 @@ def _init_config(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if Path(args.manifest).is_file() and args.task != "classification":  # check every target now
-        from wsigraph.data.manifest import read_manifest
         import pandas as pd
 
+        from wsigraph.data.manifest import read_manifest
         from wsigraph.tasks.cohort import NO_LABEL_COLUMN, build_task, task_targets
 
         cohort = read_manifest(args.manifest, require_labels=False, label_col=NO_LABEL_COLUMN)

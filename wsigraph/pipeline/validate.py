@@ -91,7 +91,9 @@ def _source(a: Mapping[str, Any], dim: int | None) -> FeatureSource:
     mpp = _attr(a, "encoder_mpp")
     size = _attr(a, "encoder_input_size")
     return FeatureSource(encoder=_attr(a, "encoder"), weights=_attr(a, "encoder_weights"),
-                         weights_sha256=_attr(a, "encoder_weights_sha256"), input_size=None if size is None else int(size), encoder_mpp=None if mpp is None else float(mpp),
+                         weights_sha256=_attr(a, "encoder_weights_sha256"),
+                         input_size=None if size is None else int(size),
+                         encoder_mpp=None if mpp is None else float(mpp),
                          dim=dim)
 
 
