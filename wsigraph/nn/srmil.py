@@ -346,8 +346,8 @@ class SRMIL(MILModel):
         x = self.features(data, packed=packed)
         n = x.size(0)
         ptr: Tensor | None = data.ptr.to(x.device) if packed else None
-        b = 1 if ptr is None else ptr.numel() - 1
-        index = None if ptr is None else torch.repeat_interleave(torch.arange(b, device=x.device), ptr.diff())
+        b = 1 if ptr is None else int(data.num_graphs)
+        index = None if ptr is None else data.batch.to(x.device)  # PyG's slide of each patch
         patch_graph, graph = self.graphs(data, n, ptr)
         rx = self.reformer(x)
         supervised: list[tuple[str, Tensor, float]] = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from wsigraph.nn.base import MILModel, MILOutput, TrainingTerms, check_range
@@ -52,9 +51,7 @@ class ABMIL(MILModel):
     def packed_training_terms(self, batch: Any) -> TrainingTerms:
         """The bags of a PyG ``Batch`` in one pass (attention softmax within each bag): logits (B, C)."""
         x = self.features(batch, packed=True)
-        ptr = batch.ptr.to(x.device)
-        b = ptr.numel() - 1
-        index = torch.repeat_interleave(torch.arange(b, device=x.device), ptr.diff())
+        b, index = batch.num_graphs, batch.batch.to(x.device)  # PyG's slide of each patch
         logits = self.classifier(self.attention.pool(self.embed(x), index, b))
         return TrainingTerms([("ce", logits, 1.0)], [], logits.detach())
 

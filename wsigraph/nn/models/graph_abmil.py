@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from wsigraph.errors import ConfigError
@@ -104,9 +103,7 @@ class GraphABMIL(MILModel):
     def packed_training_terms(self, batch: Any) -> TrainingTerms:
         """The slides of a PyG ``Batch`` in one pass: the attention softmax within each slide; logits (B, C)."""
         x = self.features(batch, packed=True)
-        ptr = batch.ptr.to(x.device)
-        b = ptr.numel() - 1
-        index = torch.repeat_interleave(torch.arange(b, device=x.device), ptr.diff())
+        b, index = batch.num_graphs, batch.batch.to(x.device)  # PyG's slide of each patch
         h, _ = self.encoder(self.embed(x), self.graph(batch, x.size(0)))
         logits = self.classifier(self.attention.pool(h, index, b))
         return TrainingTerms([("ce", logits, 1.0)], [], logits.detach())
