@@ -71,7 +71,8 @@ def step(model, task, packed: bool):
     {"variant": "reference", "readout": "gated_attention"},      # softmax within each slide
     {"readout": "mean", "w_ce": 2.0},                            # no masked-graph CE
     {"supernode_bidirectional": False, "w_gen": 0.0},            # super-node only listens; no reconstruction
-], ids=["twopass", "reference", "gated", "mean-readout", "one-way-supernode"])
+    {"variant": "reference", "recon_target": "centered"},        # each slide's own mean removed from its target
+], ids=["twopass", "reference", "gated", "mean-readout", "one-way-supernode", "centered-target"])
 def test_packed_step_equals_the_slides_one_by_one(kw):
     model = make_model(**kw)
     assert model.supports_packing

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from wsigraph.errors import InputError
+from wsigraph.errors import ConfigError, InputError
 from wsigraph.nn import SRMIL, CSRGraph, GATLayer, GNNEncoder, build_model, csr_aggregate, sce_loss
 from wsigraph.nn.functional import edge_softmax, mask_dropout
+from wsigraph.nn.srmil import centered_per_slide
 
 D = 16
 
@@ -232,6 +233,35 @@ def test_reconstruction_targets_raw_features():
     x_hat, x = captured["x_hat"][mask], data.x[mask]
     expected = (1 - torch.nn.functional.cosine_similarity(x_hat, x, dim=1)).mean()
     assert parts["recon"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_centered_target_subtracts_the_slide_mean():
+    torch.manual_seed(0)
+    data = lattice_slide()
+    data.x = data.x + 3.0 * torch.randn(1, D)  # an offset every patch of the slide shares (a stain, a scanner)
+    m = SRMIL(D, 2, recon_target="centered").eval()
+    mask = fixed_mask(m, 200)
+    captured = {}
+    m.decoder.register_forward_hook(lambda mod, args, out: captured.update(x_hat=out[0].detach()))
+    parts = m.training_loss(data, torch.tensor([1]))[2]
+    target = data.x - data.x.mean(0, keepdim=True)  # the mean over all patches, masked or not
+    expected = (1 - torch.nn.functional.cosine_similarity(captured["x_hat"][mask], target[mask], dim=1)).mean()
+    assert parts["recon"] == pytest.approx(float(expected), rel=1e-5)
+    raw = (1 - torch.nn.functional.cosine_similarity(captured["x_hat"][mask], data.x[mask], dim=1)).mean()
+    assert abs(float(raw) - float(expected)) > 1e-3  # the offset is not part of the target
+    with pytest.raises(ConfigError, match="recon_target"):
+        SRMIL(D, 2, recon_target="mean")
+
+
+def test_centered_per_slide_removes_each_slides_own_offset():
+    x = torch.randn(9, 4, dtype=torch.float64)
+    index = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    shifted = x + torch.randn(3, 4, dtype=torch.float64)[index]
+    out = centered_per_slide(shifted, index, 3)
+    torch.testing.assert_close(out, centered_per_slide(x, index, 3))
+    for k in range(3):
+        torch.testing.assert_close(out[index == k], centered_per_slide(shifted[index == k]))
+        torch.testing.assert_close(out[index == k].mean(0), torch.zeros(4, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("w_gen,w_ce", [(1.8, 1.0), (0.5, 1.5), (1.0, 0.0)])

@@ -26,6 +26,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "twopass": {"recon_pass": "shared", "residual_mode": "all", "att_init": "heads"},
 }
 REFORMERS = ("linear", "identity")
+RECON_TARGETS = ("raw", "centered")
 EMBED_HEADS = ("mean", "concat")
 
 
@@ -52,6 +53,16 @@ def sce_loss(pred: Tensor, target: Tensor, alpha: float = 1.0, rows: Tensor | No
     from torch_geometric.utils import scatter
 
     return scatter(err, groups, dim=0, dim_size=num_groups, reduce="mean").mean()
+
+
+def centered_per_slide(x: Tensor, index: Tensor | None = None, num_slides: int = 1) -> Tensor:
+    """Features (N, D) minus their slide's mean feature; ``index`` (N,) is each row's slide for packed
+    slides (one slide if None)."""
+    if index is None:
+        return x - x.mean(dim=0, keepdim=True)
+    from torch_geometric.utils import scatter
+
+    return x - scatter(x, index, dim=0, dim_size=num_slides, reduce="mean").index_select(0, index)
 
 
 class SRMIL(MILModel):
@@ -145,6 +156,9 @@ class SRMIL(MILModel):
         remask: decoder input of masked patches: ``token`` (learnable) | ``zero`` | ``none`` (kept).
         enc2dec_bias: bias of the encoder-to-decoder Linear.
         alpha: exponent of the scaled cosine error (> 0).
+        recon_target: what the decoder reconstructs: ``raw`` (the input features, the paper's) |
+            ``centered`` (each patch's features minus its slide's mean feature, so that what every patch of a
+            slide shares, a stain or scanner offset, is not a reconstruction target).
         readout: ``supernode`` | ``attention`` | ``gated_attention`` | ``mean`` | ``max``.
         supernode_bidirectional: super-node edges both ways (False: patches -> super-node only).
         embed_heads: patch embedding from the last encoder layer: ``mean`` of heads | ``concat``.
@@ -170,7 +184,7 @@ class SRMIL(MILModel):
                  remask: str = "token", enc2dec_bias: bool = False, alpha: float = 1.0,
                  readout: str = "supernode", supernode_bidirectional: bool = True, embed_heads: str = "mean",
                  attn_hidden: int = 128, cls_hidden: int = 128, cls_drop: float = 0.059, w_gen: float = 1.8,
-                 w_ce: float = 1.0, token_init_std: float = 0.01, self_loops: bool = True,
+                 w_ce: float = 1.0, token_init_std: float = 0.01, self_loops: bool = True, recon_target: str = "raw",
                  variant: str = "twopass", recon_pass: str = "auto", residual_mode: str = "auto",
                  att_init: str = "auto"):
         super().__init__(in_dim, num_classes)
@@ -191,6 +205,7 @@ class SRMIL(MILModel):
         check_range("token_init_std", token_init_std, 0.0)
         self.readout_name = check_choice("readout", readout, ("supernode",) + READOUTS)
         self.remask = check_choice("remask", remask, REMASKS)
+        self.recon_target = check_choice("recon_target", recon_target, RECON_TARGETS)
         self.embed_heads = check_choice("embed_heads", embed_heads, EMBED_HEADS)
         reformer = check_choice("reformer", reformer, REFORMERS)
         encoder, decoder = check_choice("encoder", encoder, CONVS), check_choice("decoder", decoder, CONVS)
@@ -359,9 +374,10 @@ class SRMIL(MILModel):
 
         def recon_of(h: Tensor, mask: Tensor) -> Tensor:
             pred = self.reconstruct(h, patch_graph, mask)
+            target = x if self.recon_target == "raw" else centered_per_slide(x, index, b)
             if index is None:
-                return sce_loss(pred, x, self.alpha, rows=mask)
-            return sce_loss(pred, x, self.alpha, rows=mask, groups=index[mask], num_groups=b)
+                return sce_loss(pred, target, self.alpha, rows=mask)
+            return sce_loss(pred, target, self.alpha, rows=mask, groups=index[mask], num_groups=b)
 
         want_recon, want_masked_ce = self.w_gen > 0, self.w_ce < 2
         if want_recon or want_masked_ce:
@@ -392,4 +408,4 @@ class SRMIL(MILModel):
         return TrainingTerms(supervised, unsupervised, logits.detach(), tuple(skipped))
 
 
-__all__ = ["SRMIL", "sce_loss"]
+__all__ = ["SRMIL", "centered_per_slide", "sce_loss"]
