@@ -54,3 +54,18 @@ def test_mpp_csv_overrides_mpp_and_errors_name_the_row(tmp_path):
     table.write_text("slide_id,mpp\na,0.25\n")
     resolve = mpp_resolver(args)
     assert (resolve("a"), resolve("a", 0.3), resolve("b"), resolve("b", 0.3)) == (0.25, 0.25, 0.5, 0.3)
+
+
+def test_overrides_may_follow_the_options():
+    from wsigraph.cli import parse_command_line
+
+    parser = build_parser()
+    args = parse_command_line(parser, ["bench", "--config", "b.yaml", "output_dir=o", "--only-models", "m",
+                                       "seeds=[0,1]", "train.epochs=2"])
+    assert args.overrides == ["output_dir=o", "seeds=[0,1]", "train.epochs=2"] and args.only_models == ["m"]
+    args = parse_command_line(parser, ["train", "--config", "t.yaml", "--fold", "0", "train.lr=0.1"])
+    assert args.overrides == ["train.lr=0.1"]
+    for bad in (["bench", "--config", "b.yaml", "--no-such-flag"],
+                ["bench", "--config", "b.yaml", "a=1", "--only-models", "m", "stray"]):  # not an override
+        with pytest.raises(SystemExit):
+            parse_command_line(parser, bad)

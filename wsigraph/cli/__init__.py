@@ -47,12 +47,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line. ``KEY=VALUE`` overrides of ``train`` and ``bench`` may stand before or
+    after the options (argparse alone gives a ``nargs="*"`` positional only the words before the first
+    option, so ``bench --config c.yaml --only-models m seeds=[0]`` would be refused); any other unknown
+    word is an error, as with ``parse_args``."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if isinstance(getattr(args, "overrides", None), list) and all(
+                "=" in t and not t.startswith("-") for t in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``wsigraph`` console script. Returns the exit status."""
     from wsigraph.errors import WsigraphError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose + 1, 2),
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
