@@ -158,7 +158,8 @@ class SRMIL(MILModel):
         alpha: exponent of the scaled cosine error (> 0).
         recon_target: what the decoder reconstructs: ``raw`` (the input features, the paper's) |
             ``centered`` (each patch's features minus its slide's mean feature, so that what every patch of a
-            slide shares, a stain or scanner offset, is not a reconstruction target).
+            slide shares, a stain or scanner offset, is not a reconstruction target; measured not to help
+            on the CAMELYON-like benchmark, whose slides carry such an offset: ``benchmarks/RESULTS.md``).
         readout: ``supernode`` | ``attention`` | ``gated_attention`` | ``mean`` | ``max``.
         supernode_bidirectional: super-node edges both ways (False: patches -> super-node only).
         embed_heads: patch embedding from the last encoder layer: ``mean`` of heads | ``concat``.
