@@ -194,10 +194,12 @@ def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: 
     step()  # warm-up
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     sec = (time.perf_counter() - t0) / steps
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     flops = step_flops(step)
     rate = matmul_gflops(device)
@@ -214,6 +216,8 @@ def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: 
         "gflop_per_step": flops / 1e9, "gflops": flops / 1e9 / sec, "matmul_gflops": rate,
         "x_floor": sec / (flops / 1e9 / rate) if flops else None, "top_op": top,
         "slides_per_step": slides, "slides_per_s": slides / sec,
+        "page_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / steps,
+        "kernel_s_per_step": (r1.ru_stime - r0.ru_stime) / steps,
         "packed": slides > 1 and bool(getattr(model, "supports_packing", False)),
     }
 
@@ -224,6 +228,7 @@ def worker_command(model: str, n: int, args: argparse.Namespace) -> list[str]:
            "--dim", str(args.dim), "--device", args.device, "--steps", str(args.steps)]
     cmd += ["--profile", str(args.profile)] if args.profile else []
     cmd += ["--slides-per-step", str(args.slides_per_step)] if args.slides_per_step != 1 else []
+    cmd += ["--reuse-cpu-memory"] if args.reuse_cpu_memory else []
     return cmd + (["--threads", str(args.threads)] if args.threads else [])
 
 
@@ -280,7 +285,8 @@ def header_line(args: argparse.Namespace) -> str:
     return (f"{dt.date.today().isoformat()}; CPU {cpu_model()} ({os.cpu_count()} logical cores), torch threads "
             f"{threads}{gpu}; Python {platform.python_version()}, torch {torch.__version__}, torch_geometric "
             f"{pyg}; D = {args.dim}, {args.steps} timed step(s) after 1 warm-up, square lattice with the "
-            f"24-neighbourhood + self loops")
+            f"24-neighbourhood + self loops; CPU memory: "
+            f"{'freed memory kept for reuse (--reuse-cpu-memory)' if args.reuse_cpu_memory else 'glibc default'}")
 
 
 def _num(v: float | None, fmt: str) -> str:
@@ -291,12 +297,12 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
     lines = [f"## {TITLE}", "", header_line(args), "",
              "| model | N | E | D | device | threads | s/step | peak RSS (GiB) | peak RSS before 1st step (GiB) "
              "| CUDA peak (GiB) | graph | GFLOP/step | GFLOP/s | matmul GFLOP/s | x floor | top operator (self CPU) "
-             "| busy cores, load at start | slides/step | slides/s |",
-             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|---:|---:|"]
+             "| busy cores, load at start | slides/step | slides/s | page faults/step | kernel s/step |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['n']} | | | | | **failed**: {r['error'].replace('|', '/')} "
-                         "| | | | | | | | | | | | |")
+                         "| | | | | | | | | | | | | | |")
             continue
         cuda = "" if r["cuda_peak_gib"] is None else f"{r['cuda_peak_gib']:.2f}"
         state = (f"{_num(r.get('busy_cores'), '.1f')}, {r.get('load', '')}" + (" **busy**" if r.get("busy") else "")
@@ -308,7 +314,8 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
                      f"{_num(r.get('matmul_gflops'), '.1f')} | {_num(r.get('x_floor'), '.2f')} | "
                      f"{r.get('top_op') or ''} | {state} | "
                      f"{r.get('slides_per_step', 1)}{' packed' if r.get('packed') else ''} | "
-                     f"{_num(r.get('slides_per_s'), '.2f')} |")
+                     f"{_num(r.get('slides_per_s'), '.2f')} | {_num(r.get('page_faults_per_step'), '.0f')} | "
+                     f"{_num(r.get('kernel_s_per_step'), '.2f')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -338,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds to wait for a quiet machine before each run (default: %(default)s)")
     p.add_argument("--allow-busy", action="store_true",
                    help="run on a busy machine anyway; its rows are marked busy")
+    p.add_argument("--reuse-cpu-memory", action="store_true",
+                   help="CPU workers keep freed memory for the next step (train.reuse_cpu_memory: true); by "
+                        "default glibc hands freed blocks above 32 MiB back to the kernel and faults them in again")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick or args.study:  # --quick / --study change the defaults only
@@ -347,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--threads {args.threads}: must be at least 1")
 
     if args.worker:
+        if args.reuse_cpu_memory and args.device == "cpu":
+            from wsigraph.utils.memory import reuse_freed_memory
+
+            reuse_freed_memory()  # this worker is a process of its own
         print(json.dumps(worker(args.models[0], args.sizes[0], args.dim, args.device, args.steps, args.threads,
                                 args.profile, args.slides_per_step)))
         return 0

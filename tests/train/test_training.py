@@ -485,3 +485,22 @@ def test_tensorboard_logger_gets_every_loss_part(cohort_dir, tmp_path):
     assert (fold / "logs" / "version_0" / "metrics.csv").exists()  # CSV alongside, always
     with pytest.raises(ConfigError, match="logger must be one of"):
         load_experiment_config(experiment(cohort_dir, tmp_path / "x", manifest, train={"logger": "wandb"}))
+
+
+def test_reuse_cpu_memory_is_applied_on_cpu_and_resume_free(cohort_dir, tmp_path, monkeypatch):
+    from wsigraph.utils import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "reuse_freed_memory", lambda: calls.append(1) or True)
+    manifest = split_manifest(cohort_dir, tmp_path / "split.csv")
+    cfg = experiment(cohort_dir, tmp_path / "run", manifest, train={"epochs": 1, "accelerator": "cpu"})
+    train_experiment(load_experiment_config(cfg))
+    assert calls == []  # off by default: glibc's own behaviour
+    cfg["train"]["reuse_cpu_memory"] = True
+    cfg["output_dir"] = str(tmp_path / "run2")
+    train_experiment(load_experiment_config(cfg))
+    assert calls == [1]
+    cfg["train"]["reuse_cpu_memory"] = False
+    again = EpochCounter()
+    train_experiment(load_experiment_config(cfg), callbacks=[again])  # the key does not change results
+    assert again.epochs == []

@@ -177,6 +177,10 @@ class TrainConfig:
     num_nodes: int = _help("machines (multi-node DDP)", default=1)
     strategy: str = _help("auto (ddp when several devices) or a Lightning strategy name", default="auto")
     deterministic: bool = _help("deterministic algorithms (warn-only on CUDA)", default=True)
+    reuse_cpu_memory: bool = _help("on CPU with glibc (Linux), keep freed memory in the process for the next step "
+                                   "instead of handing it back to the kernel (wsigraph.utils.memory): no page "
+                                   "faults, a 200k-patch SRMIL step 25% faster, but peak memory about 20% higher "
+                                   "over slides of mixed sizes (benchmarks/RESULTS.md)", default=False)
     gradient_clip: Optional[float] = _help("clip gradient norm (null: off)", default=None)
     bootstrap: int = _help("bootstrap resamples of the 95% confidence intervals (0: none)", default=1000)
     progress_bar: bool = _help("show progress bars", default=True)

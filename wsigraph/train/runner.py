@@ -49,7 +49,8 @@ SPLITS = ("train", "val", "test")
 # config keys that may change between a run and its resumption (they do not change the results)
 RESUME_FREE_KEYS = {"data.num_workers", "data.cache_dir", "train.progress_bar", "train.devices", "train.num_nodes",
                     "train.accelerator", "train.strategy", "train.log_every_n_steps", "train.bootstrap",
-                    "train.plots", "train.logger", "data.allow_random_features", "output_dir"}
+                    "train.plots", "train.logger", "train.reuse_cpu_memory", "data.allow_random_features",
+                    "output_dir"}
 PATH_KEYS = {"data.manifest", "data.feature_dir", "data.splits_csv"}  # equal when moved with the output folder
 
 
@@ -369,6 +370,10 @@ def train_fold(cfg: ExperimentConfig, cohort: Any, fold: dict[str, list[str]], k
     unlabeled = sum(len(fold.get(p, [])) - len(subs[p]) for p in SPLITS)
     if unlabeled:
         log.warning("fold %d: %d slide(s) without a label left out of training and evaluation", k, unlabeled)
+    if t.reuse_cpu_memory and not _cuda_wanted(t.accelerator):
+        from wsigraph.utils.memory import reuse_freed_memory
+
+        reuse_freed_memory()
     L.seed_everything(t.seed, workers=True, verbose=False)
     classification = cfg.data.task == "classification"
     cw = class_weights(t.class_weights, subs["train"].label_indices, classes) if classification else None
