@@ -179,8 +179,9 @@ class TrainConfig:
     deterministic: bool = _help("deterministic algorithms (warn-only on CUDA)", default=True)
     reuse_cpu_memory: bool = _help("on CPU with glibc (Linux), keep freed memory in the process for the next step "
                                    "instead of handing it back to the kernel (wsigraph.utils.memory): no page "
-                                   "faults, a 200k-patch SRMIL step 25% faster, but peak memory about 20% higher "
-                                   "over slides of mixed sizes (benchmarks/RESULTS.md)", default=False)
+                                   "faults, SRMIL steps 1.4x (10k patches) to 1.7x (200k) faster, but the heap "
+                                   "fragments: peak memory 1.1x (10k) to 1.85x (200k) (benchmarks/RESULTS.md)",
+                                   default=False)
     gradient_clip: Optional[float] = _help("clip gradient norm (null: off)", default=None)
     bootstrap: int = _help("bootstrap resamples of the 95% confidence intervals (0: none)", default=1000)
     progress_bar: bool = _help("show progress bars", default=True)
