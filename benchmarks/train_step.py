@@ -32,6 +32,11 @@ A quiet machine: before every run the script measures how many cores other proce
 exit status 1) unless ``--allow-busy``, which runs it and marks its row. Each row records the busy cores
 and the load average at its start. ``--profile DIR`` writes the profiler's table of one step per run
 (top operators by self CPU time) to ``DIR/<model>_N<n>.txt``.
+
+CPU memory: by default the workers use glibc's malloc; ``--reuse-cpu-memory`` applies
+``train.reuse_cpu_memory`` in each worker, and ``--preload LIB`` starts each worker with ``LD_PRELOAD=LIB``
+(e.g. ``/usr/lib/x86_64-linux-gnu/libjemalloc.so.2``, Debian's ``libjemalloc2``), which must show in the
+worker's ``/proc/self/maps`` or the run fails: the header line names the allocator every row used.
 """
 from __future__ import annotations
 
@@ -219,7 +224,19 @@ def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: 
         "page_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / steps,
         "kernel_s_per_step": (r1.ru_stime - r0.ru_stime) / steps,
         "packed": slides > 1 and bool(getattr(model, "supports_packing", False)),
+        "preloaded": preloaded_libraries(),
     }
+
+
+def preloaded_libraries() -> list[str]:
+    """File names of this process's ``LD_PRELOAD`` libraries that are mapped into it (Linux)."""
+    wanted = [Path(x).name for x in os.environ.get("LD_PRELOAD", "").replace(":", " ").split() if x]
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return []
+    mapped = {Path(line.split()[-1]).name for line in maps.splitlines() if "/" in line}
+    return [w for w in wanted if w in mapped]
 
 
 def worker_command(model: str, n: int, args: argparse.Namespace) -> list[str]:
@@ -256,15 +273,20 @@ def run_one(model: str, n: int, args: argparse.Namespace) -> dict:
 
 def _run_worker(model: str, n: int, args: argparse.Namespace) -> dict:
     cmd = worker_command(model, n, args)
+    env = {**os.environ, "LD_PRELOAD": args.preload} if args.preload else None
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"model": model, "n": n, "error": f"timed out after {args.timeout:g} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         last = (proc.stderr.strip().splitlines() or [""])[-1]
         return {"model": model, "n": n, "error": f"exit code {proc.returncode}" + (f": {last}" if last else "")}
-    return json.loads(lines[-1])
+    row = json.loads(lines[-1])
+    if args.preload and Path(args.preload).name not in row.get("preloaded", []):
+        return {"model": model, "n": n, "error": f"--preload {args.preload}: not loaded in the worker "
+                                                   f"(its LD_PRELOAD libraries: {row.get('preloaded')})"}
+    return row
 
 
 def header_line(args: argparse.Namespace) -> str:
@@ -286,7 +308,14 @@ def header_line(args: argparse.Namespace) -> str:
             f"{threads}{gpu}; Python {platform.python_version()}, torch {torch.__version__}, torch_geometric "
             f"{pyg}; D = {args.dim}, {args.steps} timed step(s) after 1 warm-up, square lattice with the "
             f"24-neighbourhood + self loops; CPU memory: "
-            f"{'freed memory kept for reuse (--reuse-cpu-memory)' if args.reuse_cpu_memory else 'glibc default'}")
+            f"{cpu_memory_setup(args)}")
+
+
+def cpu_memory_setup(args: argparse.Namespace) -> str:
+    """How the workers allocate CPU memory, for the header line."""
+    allocator = f"{Path(args.preload).name} (--preload)" if args.preload else "glibc malloc"
+    reuse = ", freed memory kept for reuse (--reuse-cpu-memory)" if args.reuse_cpu_memory else ""
+    return allocator + reuse
 
 
 def _num(v: float | None, fmt: str) -> str:
@@ -348,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse-cpu-memory", action="store_true",
                    help="CPU workers keep freed memory for the next step (train.reuse_cpu_memory: true); by "
                         "default glibc hands freed blocks above 32 MiB back to the kernel and faults them in again")
+    p.add_argument("--preload", metavar="LIB", default=None,
+                   help="start each worker with LD_PRELOAD=LIB, e.g. another allocator "
+                        "(/usr/lib/x86_64-linux-gnu/libjemalloc.so.2); checked in the worker's memory map")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick or args.study:  # --quick / --study change the defaults only
@@ -355,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         args = p.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads {args.threads}: must be at least 1")
+    if args.preload and not args.worker and not Path(args.preload).is_file():
+        p.error(f"--preload {args.preload}: no such file")
 
     if args.worker:
         if args.reuse_cpu_memory and args.device == "cpu":

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -260,6 +261,42 @@ def test_train_step_refuses_a_busy_machine_unless_allowed_and_marks_the_row(tmp_
                             "--out", str(out)]) == 0
     line = next(ln for ln in out.read_text().splitlines() if ln.startswith("| abmil"))
     assert "| 1.7, " in line and "**busy** |" in line
+
+
+def test_train_step_preload_runs_workers_under_the_library_and_fails_when_it_is_not_mapped(
+        tmp_path: Path, monkeypatch):
+    lib = tmp_path / "liballoc.so"
+    lib.write_bytes(b"")  # not a library: the loader skips it with a warning, and the worker's map decides
+    row = dict(model="abmil", n=1000, edges=10, dim=64, device="cpu", graph="fake", threads=1, sec_per_step=0.25,
+               peak_rss_before_first_step_gib=0.5, peak_rss_gib=0.75, cuda_peak_gib=None)
+    train_step, _ = _fake_worker(monkeypatch, tmp_path, f"""
+        import json, os
+        row = {row!r}
+        row["preloaded"] = [os.path.basename(os.environ["LD_PRELOAD"])] if os.environ.get("FAKE_MAPPED") else []
+        print(json.dumps(row))
+    """)
+    out = tmp_path / "ts.md"
+    args = ["--models", "abmil", "--sizes", "1000", "--wait", "0", "--preload", str(lib), "--out", str(out)]
+    assert train_step.main(args) == 1
+    assert f"**failed**: --preload {lib}: not loaded in the worker (its LD_PRELOAD libraries: [])" in out.read_text()
+    monkeypatch.setenv("FAKE_MAPPED", "1")
+    assert train_step.main(args) == 0
+    text = out.read_text()
+    assert "CPU memory: liballoc.so (--preload)" in text and "| abmil | 1000 | 10 |" in text
+    with pytest.raises(SystemExit):
+        train_step.main(["--preload", str(tmp_path / "missing.so")])
+
+
+def test_preloaded_libraries_lists_only_what_is_mapped(tmp_path: Path):
+    import train_step
+
+    libc = next(Path(line.split()[-1]) for line in Path("/proc/self/maps").read_text().splitlines()
+                if "/libc.so" in line or "/libc-" in line)
+    code = ("import sys; sys.path.insert(0, %r); import train_step; print(train_step.preloaded_libraries())"
+            % str(Path(train_step.__file__).parent))
+    env = {**os.environ, "LD_PRELOAD": f"{libc} {tmp_path / 'libnothere.so'}"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str([libc.name])
 
 
 def test_train_step_worker_counts_flops_against_the_matmul_rate_and_profiles(tmp_path: Path):

@@ -40,9 +40,12 @@ def _page_faults(mode: str) -> int:
 @pytest.mark.skipif(memory._glibc() is None, reason="the C library is not glibc")
 def test_freed_memory_is_reused_without_page_faults():
     default, reused = _page_faults("default"), _page_faults("reuse")
+    tensor_pages = 20000 * 1024 * 4 // 4096
     # glibc hands every 80 MiB block back to the kernel: each iteration faults its pages in again
-    assert default > 5 * 2 * 80 * 2**20 // 4096 // 2
-    assert reused < 1000
+    assert default > 5 * 2 * tensor_pages // 2
+    # kept: no iteration faults its temporaries in again. The heap may still grow once by one tensor after
+    # the warm-up (3 of 12 probes under load, 0 of 46 on another run: its layout varies between processes)
+    assert reused <= tensor_pages + 1000
 
 
 def test_other_c_libraries_are_left_alone(monkeypatch):
