@@ -60,6 +60,8 @@ DEFAULT_SIZES = (1_000, 10_000, 50_000, 100_000)
 STUDY_SIZES = (500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000)  # --study
 DEFAULT_MODELS = ("srmil", "abmil")
 # --quick: a smoke run in seconds, not a figure, so it runs on a busy machine without waiting (rows marked)
+#: environment variables that tune the allocators: the header line names those that are set
+ALLOCATOR_VARIABLES = ("MALLOC_CONF", "TCMALLOC_RELEASE_RATE", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX")
 QUICK = {"sizes": [1_000], "dim": 64, "steps": 1, "allow_busy": True, "wait": 0.0}
 
 
@@ -229,14 +231,15 @@ def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: 
 
 
 def preloaded_libraries() -> list[str]:
-    """File names of this process's ``LD_PRELOAD`` libraries that are mapped into it (Linux)."""
-    wanted = [Path(x).name for x in os.environ.get("LD_PRELOAD", "").replace(":", " ").split() if x]
+    """The entries of this process's ``LD_PRELOAD`` (as written there) whose files are mapped into it (Linux;
+    symbolic links resolved, as ``/proc/self/maps`` names the files they point to)."""
+    wanted = [x for x in os.environ.get("LD_PRELOAD", "").replace(":", " ").split() if x]
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return []
-    mapped = {Path(line.split()[-1]).name for line in maps.splitlines() if "/" in line}
-    return [w for w in wanted if w in mapped]
+    mapped = {line.split()[-1] for line in maps.splitlines() if "/" in line}
+    return [w for w in wanted if os.path.realpath(w) in mapped]
 
 
 def worker_command(model: str, n: int, args: argparse.Namespace) -> list[str]:
@@ -283,7 +286,7 @@ def _run_worker(model: str, n: int, args: argparse.Namespace) -> dict:
         last = (proc.stderr.strip().splitlines() or [""])[-1]
         return {"model": model, "n": n, "error": f"exit code {proc.returncode}" + (f": {last}" if last else "")}
     row = json.loads(lines[-1])
-    if args.preload and Path(args.preload).name not in row.get("preloaded", []):
+    if args.preload and args.preload not in row.get("preloaded", []):
         return {"model": model, "n": n, "error": f"--preload {args.preload}: not loaded in the worker "
                                                    f"(its LD_PRELOAD libraries: {row.get('preloaded')})"}
     return row
@@ -314,8 +317,9 @@ def header_line(args: argparse.Namespace) -> str:
 def cpu_memory_setup(args: argparse.Namespace) -> str:
     """How the workers allocate CPU memory, for the header line."""
     allocator = f"{Path(args.preload).name} (--preload)" if args.preload else "glibc malloc"
+    tuning = [f"{k}={os.environ[k]}" for k in ALLOCATOR_VARIABLES if os.environ.get(k)]
     reuse = ", freed memory kept for reuse (--reuse-cpu-memory)" if args.reuse_cpu_memory else ""
-    return allocator + reuse
+    return allocator + (f" with {' '.join(tuning)}" if tuning else "") + reuse
 
 
 def _num(v: float | None, fmt: str) -> str:

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"wsigraph {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("--allocator", choices=("tcmalloc", "jemalloc"), default=None,
+                        help="Linux: run the command under this memory allocator (LD_PRELOAD) instead of glibc's, "
+                             "which keeps freed memory for the next step: a 200k-patch SRMIL step on CPU 2.1x "
+                             "faster under tcmalloc at 1.09x the peak memory (benchmarks/RESULTS.md)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         # every group ships with wsigraph: a failing import is a broken install or a bug, never a reason to
@@ -74,10 +78,38 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.allocator:
+            _restart_under_allocator(args.allocator, sys.argv[1:] if argv is None else argv)
         return int(args.func(args) or 0)
     except WsigraphError as e:
         print(f"wsigraph {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+#: set in the environment of the process ``--allocator`` restarts, so that a preload that did not take
+#: effect is reported instead of restarting again
+RESTARTED = "WSIGRAPH_ALLOCATOR_RESTARTED"
+
+
+def _restart_under_allocator(name: str, argv: list[str]) -> None:
+    """Replace this process by ``python -m wsigraph ARGV`` under the allocator ``name``; return at once when
+    it already runs under it."""
+    import os
+
+    from wsigraph.errors import InputError
+    from wsigraph.utils.memory import allocator_environment
+
+    env = allocator_environment(name)
+    if env is None:
+        return
+    if os.environ.get(RESTARTED):
+        raise InputError(f"--allocator {name}: restarted with LD_PRELOAD={os.environ.get('LD_PRELOAD', '')}, but "
+                         f"the library is not loaded (is it built for this machine?)")
+    env[RESTARTED] = "1"
+    logging.getLogger("wsigraph").info("restarting under %s (LD_PRELOAD=%s)", name, env["LD_PRELOAD"])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "wsigraph", *argv], env)
 
 
 if __name__ == "__main__":  # pragma: no cover
