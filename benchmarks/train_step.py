@@ -59,9 +59,9 @@ TITLE = "Training step"
 DEFAULT_SIZES = (1_000, 10_000, 50_000, 100_000)
 STUDY_SIZES = (500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000)  # --study
 DEFAULT_MODELS = ("srmil", "abmil")
-# --quick: a smoke run in seconds, not a figure, so it runs on a busy machine without waiting (rows marked)
 #: environment variables that tune the allocators: the header line names those that are set
 ALLOCATOR_VARIABLES = ("MALLOC_CONF", "TCMALLOC_RELEASE_RATE", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX")
+# --quick: a smoke run in seconds, not a figure, so it runs on a busy machine without waiting (rows marked)
 QUICK = {"sizes": [1_000], "dim": 64, "steps": 1, "allow_busy": True, "wait": 0.0}
 
 

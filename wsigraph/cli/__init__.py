@@ -40,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wsigraph {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("--allocator", choices=("tcmalloc", "jemalloc"), default=None,
-                        help="Linux: run the command under this memory allocator (LD_PRELOAD) instead of glibc's, "
-                             "which keeps freed memory for the next step: a 200k-patch SRMIL step on CPU 2.1x "
-                             "faster under tcmalloc at 1.09x the peak memory (benchmarks/RESULTS.md)")
+                        help="Linux: restart the command under this memory allocator (LD_PRELOAD), which keeps freed "
+                             "memory for the next step where glibc's malloc faults it in again: a 200k-patch SRMIL "
+                             "step on CPU 2.1x faster under tcmalloc at 1.09x the peak memory (benchmarks/RESULTS.md)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         # every group ships with wsigraph: a failing import is a broken install or a bug, never a reason to

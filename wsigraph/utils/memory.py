@@ -83,7 +83,6 @@ def allocator_environment(name: str, environ: dict[str, str] | None = None) -> d
     (a setting already in ``environ`` wins). None when this process already runs under it. Raises
     ``InputError`` for an unknown name, off Linux, or when the library is not installed (naming the
     package)."""
-    import ctypes.util
     import os
 
     from wsigraph.errors import InputError
