@@ -233,12 +233,10 @@ def worker(model_name: str, n: int, dim: int, device: str, steps: int, threads: 
 def preloaded_libraries() -> list[str]:
     """The entries of this process's ``LD_PRELOAD`` (as written there) whose files are mapped into it (Linux;
     symbolic links resolved, as ``/proc/self/maps`` names the files they point to)."""
+    from wsigraph.utils.memory import mapped_files
+
     wanted = [x for x in os.environ.get("LD_PRELOAD", "").replace(":", " ").split() if x]
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return []
-    mapped = {line.split()[-1] for line in maps.splitlines() if "/" in line}
+    mapped = set(mapped_files())
     return [w for w in wanted if os.path.realpath(w) in mapped]
 
 

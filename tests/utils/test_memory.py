@@ -59,16 +59,16 @@ def test_other_c_libraries_are_left_alone(monkeypatch):
 def test_a_preloaded_allocator_is_named_and_left_alone(monkeypatch):
     monkeypatch.setattr(memory, "_applied", False)
     maps = ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4.5.10"]
-    monkeypatch.setattr(memory, "_mapped_files", lambda: maps)
+    monkeypatch.setattr(memory, "mapped_files", lambda: maps)
     assert memory.preloaded_allocator() == "libtcmalloc_minimal.so.4.5.10"
     if memory._glibc() is not None:  # glibc present, but tcmalloc serves malloc: mallopt would govern nothing
         assert memory.reuse_freed_memory() is False and memory._applied is False
-    monkeypatch.setattr(memory, "_mapped_files", lambda: maps[:1])
+    monkeypatch.setattr(memory, "mapped_files", lambda: maps[:1])
     assert memory.preloaded_allocator() is None
 
 
-def test_mapped_files_lists_this_processes_libraries():
-    files = memory._mapped_files()
+def testmapped_files_lists_this_processes_libraries():
+    files = memory.mapped_files()
     if not files:
         pytest.skip("no /proc/self/maps on this platform")
     assert any("python" in f for f in files)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def _mapped_files() -> list[str]:
+def mapped_files() -> list[str]:
     """Paths of the files mapped into this process (``/proc/self/maps``; empty where there is none)."""
     try:
         text = Path("/proc/self/maps").read_text()
@@ -70,7 +71,7 @@ def _mapped_files() -> list[str]:
 def preloaded_allocator() -> str | None:
     """File name of an allocator that replaced glibc's malloc in this process (tcmalloc, jemalloc, mimalloc),
     or None."""
-    for path in _mapped_files():
+    for path in mapped_files():
         name = Path(path).name
         if name.startswith(OTHER_ALLOCATORS):
             return name
@@ -83,8 +84,6 @@ def allocator_environment(name: str, environ: dict[str, str] | None = None) -> d
     (a setting already in ``environ`` wins). None when this process already runs under it. Raises
     ``InputError`` for an unknown name, off Linux, or when the library is not installed (naming the
     package)."""
-    import os
-
     from wsigraph.errors import InputError
 
     if name not in ALLOCATORS:
@@ -131,4 +130,4 @@ def reuse_freed_memory() -> bool:
     return ok
 
 
-__all__ = ["ALLOCATORS", "allocator_environment", "preloaded_allocator", "reuse_freed_memory"]
+__all__ = ["ALLOCATORS", "allocator_environment", "mapped_files", "preloaded_allocator", "reuse_freed_memory"]
