@@ -463,3 +463,49 @@ def test_survival_oracle_scores_the_true_hazard_on_the_test_slides(tmp_path: Pat
     assert rows == [(0, 4, 3, pytest.approx(5 / 6))]
     assert survival_oracle.main([str(out), "--cohort", "surv"]) == 0
     assert "| 0 | 4 | 3 | 0.833 |" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------
+# classification_oracle.py: a patch-label oracle scored on each seed's test slides
+# --------------------------------------------------------------------------------------------------
+
+
+def test_hanley_mcneil_standard_error_of_an_auc():
+    import classification_oracle
+
+    # AUC 0.5 on 25 + 25 slides: Q1 = Q2 = 1/3, var = (0.25 + 2 * 24 * (1/3 - 1/4)) / 625
+    assert classification_oracle.hanley_mcneil_se(0.5, 25, 25) == pytest.approx(((0.25 + 4.0) / 625) ** 0.5)
+    assert classification_oracle.hanley_mcneil_se(1.0, 25, 25) == 0.0
+    # more slides, smaller error
+    assert classification_oracle.hanley_mcneil_se(0.8, 100, 100) < classification_oracle.hanley_mcneil_se(0.8, 25, 25)
+
+
+def test_classification_oracle_trains_on_the_train_split_and_scores_the_test_split(tmp_path: Path, capsys):
+    import pandas as pd
+    import classification_oracle
+
+    from wsigraph.data.synthetic import make_synthetic_cohort
+
+    out = tmp_path / "bench"
+    cohort = make_synthetic_cohort(out / "cohorts" / "cam" / "seed_3", mode="camelyon", n_slides=16, dim=8,
+                                   grid=(14, 14), lesion_size=(8, 16), micro_fraction=0.0, lesion_strength=8.0,
+                                   decoy_fraction=0.0, seed=5)
+    table = cohort.table.sort_values(["label", "slide_id"])
+    pos = table[table["label_index"] == 1]["slide_id"].tolist()
+    neg = table[table["label_index"] == 0]["slide_id"].tolist()
+    train, test = pos[::2] + neg[::2], pos[1::2] + neg[1::2]
+    (out / "splits" / "cam").mkdir(parents=True)
+    pd.DataFrame({"fold": 0, "split": ["train"] * len(train) + ["test"] * len(test), "slide_id": train + test}).to_csv(
+        out / "splits" / "cam" / "seed_3.csv", index=False)
+    rows = classification_oracle.oracle_rows(out, "cam", 0)
+    assert [(r["seed"], r["n_test"], r["n_pos"]) for r in rows] == [(3, len(test), len(pos[1::2]))]
+    assert rows[0]["auc"] == 1.0 and rows[0]["se"] == 0.0  # strong macro lesions, no decoys: separable
+    assert classification_oracle.main([str(out), "--cohort", "cam"]) == 0
+    assert f"| 3 | {len(test)} | {len(pos[1::2])} | 1.000 |" in capsys.readouterr().out
+    # a split naming a slide the cohort does not hold is an error that names the file
+    pd.DataFrame({"fold": 0, "split": ["train", "test"], "slide_id": ["syn_000", "nope"]}).to_csv(
+        out / "splits" / "cam" / "seed_3.csv", index=False)
+    with pytest.raises(SystemExit, match="seed_3.csv.*nope"):
+        classification_oracle.oracle_rows(out, "cam", 0)
+    # no cohort with splits: exit 2
+    assert classification_oracle.main([str(out), "--cohort", "other"]) == 2

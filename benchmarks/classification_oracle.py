@@ -1,0 +1,92 @@
+"""The ceiling of a synthetic classification benchmark: a patch oracle that sees the patch labels, scored on
+the test slides of each run seed, read from a ``wsigraph bench`` output folder.
+
+    python benchmarks/classification_oracle.py OUTPUT_DIR [--cohort realistic_camelyon] [--fold 0]
+
+For each seed with a splits file, the oracle is a logistic regression of the true patch labels
+(``patch_labels`` in the synthetic feature files: privileged information no MIL model has) on the patch
+features of that seed's *training* slides; each test slide is scored as in
+:func:`wsigraph.data.synthetic_checks.cohort_report`: the largest 3 x 3 neighbourhood mean of its patch
+log-odds (centred per slide). Prints one Markdown row per seed (test slides, positives, oracle slide AUC,
+the oracle's largest patch probability as a slide score, and the Hanley-McNeil standard error of an AUC on
+that many slides), then the mean and sd over seeds: the spread a perfect patch detector still shows on
+these test sets.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def hanley_mcneil_se(auc: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of an AUC of ``auc`` measured on ``n_pos`` positives and ``n_neg`` negatives
+    (Hanley and McNeil 1982)."""
+    q1, q2 = auc / (2.0 - auc), 2.0 * auc * auc / (1.0 + auc)
+    var = (auc * (1.0 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    return math.sqrt(max(var, 0.0))
+
+
+def oracle_rows(out: Path, cohort: str, fold: int, max_patches: int = 30000) -> list[dict]:
+    """One dict per seed with both a cohort folder and a splits file: seed, n_test, n_pos, auc, max_auc, se."""
+    from wsigraph.data.synthetic_checks import _auc, fit_patch_oracle, neighbourhood_mean, read_cohort_arrays
+
+    rows = []
+    for split_file in sorted((out / "splits" / cohort).glob("seed_*.csv"), key=lambda p: int(p.stem[5:])):
+        seed = int(split_file.stem[5:])
+        root = out / "cohorts" / cohort / f"seed_{seed}"
+        if not (root / "manifest.csv").is_file():
+            root = out / "cohorts" / cohort  # one cohort for every seed
+        if not (root / "manifest.csv").is_file():
+            continue
+        slides = {s.slide_id: s for s in read_cohort_arrays(root)}
+        sp = pd.read_csv(split_file, dtype={"slide_id": str})
+        sp = sp[sp["fold"] == fold]
+        missing = sorted(set(sp["slide_id"]) - set(slides))
+        if missing:
+            raise SystemExit(f"{split_file}: slides not in {root / 'manifest.csv'}: {missing[:5]}")
+        train = [slides[i] for i in sp[sp["split"] == "train"]["slide_id"]]
+        test = [slides[i] for i in sp[sp["split"] == "test"]["slide_id"]]
+        oracle = fit_patch_oracle(train, "patch_labels", max_patches, seed)
+        y = np.array([int(s.label > 0) for s in test])
+        neigh, top = [], []
+        for s in test:
+            x = s.features.astype(np.float32)
+            logit = oracle.decision_function(x)
+            neigh.append(neighbourhood_mean(s.coords, logit - np.median(logit), s.step, missing=None).max())
+            top.append(oracle.predict_proba(x)[:, 1].max())
+        auc = _auc(y, neigh)
+        rows.append({"seed": seed, "n_test": len(test), "n_pos": int(y.sum()), "auc": auc, "max_auc": _auc(y, top),
+                     "se": hanley_mcneil_se(auc, int(y.sum()), int(len(y) - y.sum()))})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("output_dir", type=Path, help="a wsigraph bench output folder")
+    p.add_argument("--cohort", default="realistic_camelyon", help="cohort name (default: %(default)s)")
+    p.add_argument("--fold", type=int, default=0, help="fold whose test slides are scored (default: 0)")
+    args = p.parse_args(argv)
+    rows = oracle_rows(args.output_dir, args.cohort, args.fold)
+    if not rows:
+        print(f"{args.output_dir}: no cohort with splits for {args.cohort!r}", file=sys.stderr)
+        return 2
+    print("| seed | test slides | positives | oracle slide AUC | oracle max-patch AUC | AUC sampling SE |\n"
+          "|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['seed']} | {r['n_test']} | {r['n_pos']} | {r['auc']:.3f} | {r['max_auc']:.3f} | {r['se']:.3f} |")
+    for key, name in (("auc", "oracle slide AUC"), ("max_auc", "oracle max-patch AUC"), ("se", "sampling SE")):
+        v = np.array([r[key] for r in rows])
+        print(f"{name}: mean {v.mean():.3f}, sd {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
