@@ -481,6 +481,7 @@ def test_hanley_mcneil_standard_error_of_an_auc():
 
 
 def test_classification_oracle_trains_on_the_train_split_and_scores_the_test_split(tmp_path: Path, capsys):
+    import numpy as np
     import pandas as pd
     import classification_oracle
 
@@ -500,8 +501,22 @@ def test_classification_oracle_trains_on_the_train_split_and_scores_the_test_spl
     rows = classification_oracle.oracle_rows(out, "cam", 0)
     assert [(r["seed"], r["n_test"], r["n_pos"]) for r in rows] == [(3, len(test), len(pos[1::2]))]
     assert rows[0]["auc"] == 1.0 and rows[0]["se"] == 0.0  # strong macro lesions, no decoys: separable
+    assert list(rows[0]["kind"]) == ["macro"] * len(pos[1::2]) + [""] * len(neg[1::2])
+    # a model's test predictions: right on every slide but the first positive, which it scores lowest
+    run = out / "runs" / "cam" / "m1" / "seed_3" / "fold_0"
+    run.mkdir(parents=True)
+    prob = np.where(np.isin(test, pos), 0.9, 0.2)
+    prob[0] = 0.1
+    pd.DataFrame({"slide_id": test, "prob_normal": 1 - prob, "prob_tumor": prob}).to_csv(
+        run / "predictions_test.csv", index=False)
+    table = {m: (n, v) for m, n, v in classification_oracle.subgroup_table(out, "cam", 0, rows)}
+    n_pos, n_neg = len(pos[1::2]), len(neg[1::2])
+    assert table["m1"][0] == 1 and table["m1"][1]["all"] == pytest.approx(1 - n_neg / (n_pos * n_neg))
+    assert table["oracle (3 x 3 neighbourhood)"][1]["macro"] == 1.0
+    assert np.isnan(table["m1"][1]["micro"])  # no micro-only positive in this cohort
     assert classification_oracle.main([str(out), "--cohort", "cam"]) == 0
-    assert f"| 3 | {len(test)} | {len(pos[1::2])} | 1.000 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"| 3 | {len(test)} | {len(pos[1::2])} | 1.000 |" in printed and "| m1 | 1 |" in printed
     # a split naming a slide the cohort does not hold is an error that names the file
     pd.DataFrame({"fold": 0, "split": ["train", "test"], "slide_id": ["syn_000", "nope"]}).to_csv(
         out / "splits" / "cam" / "seed_3.csv", index=False)
@@ -509,3 +524,16 @@ def test_classification_oracle_trains_on_the_train_split_and_scores_the_test_spl
         classification_oracle.oracle_rows(out, "cam", 0)
     # no cohort with splits: exit 2
     assert classification_oracle.main([str(out), "--cohort", "other"]) == 2
+
+
+def test_subgroup_aucs_separate_macro_and_micro_only_positives():
+    import numpy as np
+    import classification_oracle
+
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    kind = np.array(["macro", "macro", "micro", "micro", "", "", "", ""])
+    score = np.array([0.9, 0.8, 0.1, 0.5, 0.4, 0.3, 0.2, 0.6])  # finds the macro slides, misses the micro ones
+    got = classification_oracle.subgroup_aucs(y, score, kind)
+    assert got["macro"] == 1.0
+    assert got["micro"] == pytest.approx(3 / 8)  # 0.1 beats no negative, 0.5 beats three
+    assert got["all"] == pytest.approx(11 / 16)
