@@ -180,10 +180,13 @@ def run_model(model: SRMIL, data: Data, mask: torch.Tensor, y: torch.Tensor):
     return loss.detach(), parts, grads, logits
 
 
-@pytest.mark.parametrize("label", [0, 1])
-def test_reference_variant_equals_dense_reference(label):
+@pytest.mark.parametrize("label,kw", [(0, {"variant": "reference"}), (1, {"variant": "reference"}), (1, {})],
+                         ids=["reference-0", "reference-1", "default-1"])
+def test_reference_variant_equals_dense_reference(label, kw):
+    """``variant: reference``, and the default SRMIL (which is it), against the dense reference step."""
     data, adj, x = slide(0)
-    model = make_model(variant="reference")
+    model = make_model(**kw)
+    assert model.variant == "reference"
     assert model.recon_pass == "separate" and not model.identity_residual and model.att_init == "xavier"
     mask = torch.randperm(N_NODES, generator=torch.Generator().manual_seed(7))[: int(0.7 * N_NODES)]
     y = torch.tensor([label])
@@ -225,8 +228,8 @@ def test_each_switch_computes_what_it_names(recon_pass, residual_mode):
 
 def test_twopass_variant_is_the_shared_pass_with_identity_residuals():
     data, adj, x = slide(2)
-    model = make_model()  # default variant
-    assert model.variant == "twopass" and model.recon_pass == "shared" and model.identity_residual
+    model = make_model(variant="twopass")
+    assert model.recon_pass == "shared" and model.identity_residual
     mask = torch.randperm(N_NODES, generator=torch.Generator().manual_seed(5))[: int(0.7 * N_NODES)]
     y = torch.tensor([0])
     loss, parts, _, _ = run_model(model, data, mask, y)
@@ -263,8 +266,8 @@ def test_attention_init_switch():
         for att in (layer.att_src, layer.att_dst):
             assert att.shape == (1, heads, c)
             assert float(att.std()) == pytest.approx(std, rel=0.05)
-    assert SRMIL(D, 2, variant="reference").encoder.layers[0].conv.att_init == "xavier"
-    assert SRMIL(D, 2).encoder.layers[0].conv.att_init == "heads"
+    assert SRMIL(D, 2).encoder.layers[0].conv.att_init == "xavier"  # the default is the reference
+    assert SRMIL(D, 2, variant="twopass").encoder.layers[0].conv.att_init == "heads"
 
 
 def test_switch_errors_name_the_argument():
@@ -277,4 +280,5 @@ def test_switch_errors_name_the_argument():
     m = build_model("srmil", 16, 2, variant="reference", att_init="heads")
     assert (m.recon_pass, m.residual_mode, m.att_init) == ("separate", "projection", "heads")
     assert all(l.res is None for l in m.encoder.layers[1:]) and m.encoder.layers[0].res is not None
-    assert all(l.res is not None for l in build_model("srmil", 16, 2).encoder.layers)
+    assert all(l.res is not None for l in build_model("srmil", 16, 2, variant="twopass").encoder.layers)
+    assert build_model("srmil", 16, 2).encoder.layers[1].res is None  # the default: the reference's residuals

@@ -167,7 +167,7 @@ def test_init_config_paper_recipe(tmp_path):
     t = cfg.train
     assert (t.precision, t.shuffle, t.select_epoch_base, t.select_ties) == ("32-true", "once", 0, "later")
     assert cfg.data.val_frac == 0.15 and t.class_weights == "none" and t.epochs == 100
-    assert default_config("srmil").model.params["variant"] == "twopass"
+    assert default_config("srmil").model.params["variant"] == "reference"  # the default is the paper's too
     # a baseline takes the training part of the recipe; it has no 'variant'
     abmil = default_config("abmil", recipe="paper")
     assert "variant" not in abmil.model.params and abmil.train.shuffle == "once"

@@ -267,7 +267,7 @@ def test_checkpoint_mismatch_errors(cv_run, tmp_path):
     with pytest.raises(InputError, match="wrong_dim.ckpt"):
         load_checkpoint(wrong_dim).build_model()
     # a checkpoint from before SRMIL's `variant` argument rebuilds the computation it was trained with
-    assert raw["model"]["params"]["variant"] == "twopass"
+    assert raw["model"]["params"]["variant"] == "reference"  # the default, written out
     old = tmp_path / "old.ckpt"
     old_params = {k: v for k, v in raw["model"]["params"].items()
                   if k not in ("variant", "recon_pass", "residual_mode", "att_init")}
