@@ -229,6 +229,33 @@ def test_a_folder_moved_with_its_data_resumes(cohort_dir, tmp_path):
         train_experiment(other)  # other data: refused
 
 
+def test_a_changed_model_default_is_not_resumed(cohort_dir, tmp_path):
+    """config.yaml records every constructor argument, defaults included: a run made when a default was
+    different (SRMIL's variant was twopass until 2026-12-07) is refused, not resumed under the new one."""
+    import yaml
+
+    manifest = split_manifest(cohort_dir, tmp_path / "m.csv")
+    cfg = load_experiment_config(experiment(cohort_dir, tmp_path / "run", manifest, train={"epochs": 1}))
+    assert "variant" not in cfg.model.params
+    train_experiment(cfg)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["model"]["variant"] == "reference" and saved["model"]["mask_rate"] == 0.7  # defaults written
+    again = EpochCounter()
+    train_experiment(cfg, callbacks=[again])  # same config, given or written out: resumes
+    assert again.epochs == []
+    # the folder as a run of the earlier default would have left it
+    saved["model"]["variant"] = "twopass"
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(InputError, match=r"model\.variant: 'twopass' -> 'reference'"):
+        train_experiment(cfg)
+    # a folder written before defaults were recorded (given arguments only) still resumes
+    del saved["model"]["variant"]
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(
+        {**saved, "model": {k: saved["model"][k] for k in ("name", "hidden", "heads")}}))
+    train_experiment(cfg, callbacks=[again])
+    assert again.epochs == []
+
+
 def test_three_ordinal_classes(tmp_path):
     classes = ["grade1", "grade2", "grade3"]
     make_synthetic_cohort(tmp_path / "c3", n_slides=12, dim=8, grid=(8, 12), classes=tuple(classes),

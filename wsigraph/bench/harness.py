@@ -320,16 +320,17 @@ def experiment_config(cfg: BenchConfig, spec: CohortSpec, model: ModelSpec, seed
 def run_differences(exp: Any, run_dir: Path) -> list[str]:
     """Differences between a run folder's saved ``config.yaml`` and ``exp`` (keys train_experiment checks)."""
     from wsigraph.train.config import ExperimentConfig
-    from wsigraph.train.runner import RESUME_FREE_KEYS
+    from wsigraph.train.runner import RESUME_FREE_KEYS, with_resolved_model
 
     path = run_dir / "config.yaml"
     if not path.exists():
         return []
     try:
-        old = dump_config(load_config(path, ExperimentConfig))
+        old = dump_config(with_resolved_model(load_config(path, ExperimentConfig)))
     except InputError as e:
         return [f"config.yaml unreadable ({e})"]
-    return [f"{k}: {a!r} -> {b!r}" for k, a, b in _diff(old, dump_config(exp)) if k not in RESUME_FREE_KEYS]
+    new = dump_config(with_resolved_model(exp))  # model defaults written out on both sides, as the runner
+    return [f"{k}: {a!r} -> {b!r}" for k, a, b in _diff(old, new) if k not in RESUME_FREE_KEYS]
 
 
 @contextlib.contextmanager

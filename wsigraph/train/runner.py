@@ -228,6 +228,20 @@ def check_split_classes(splits: Any, cohort: Any, source: str) -> None:
             log.warning("%s: fold %d: class(es) %s have no slide in the %s split", source, k, missing, part)
 
 
+def with_resolved_model(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with every constructor argument of its model written out (the given ones plus the current
+    defaults, :func:`~wsigraph.train.config.resolved_model_params`): what a run's ``config.yaml`` records, so
+    that a rerun after a model default changed (SRMIL's ``variant``, 2026-12-07) is refused instead of
+    resumed under the new default. Invalid parameters are left as given (the caller reports them)."""
+    import dataclasses
+
+    try:
+        params = resolved_model_params(cfg.model.name, cfg.model.params)
+    except ConfigError:
+        return cfg
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, params=params))
+
+
 def _check_resume_config(cfg: ExperimentConfig, out: Path) -> None:
     from wsigraph.config import load_config
 
@@ -235,11 +249,11 @@ def _check_resume_config(cfg: ExperimentConfig, out: Path) -> None:
     if not path.exists():
         return
     try:
-        old = dump_config(load_config(path, ExperimentConfig))
+        old = dump_config(with_resolved_model(load_config(path, ExperimentConfig)))
     except InputError as e:
         raise InputError(f"{path}: the output folder holds a run whose config cannot be read ({e}); "
                          "use another output_dir") from e
-    new = dump_config(cfg)
+    new = dump_config(with_resolved_model(cfg))
     diffs = [f"{k}: {a!r} -> {b!r}" for k, a, b in _diff(old, new) if k not in RESUME_FREE_KEYS
              and not (k in PATH_KEYS and _moved_together(a, old.get("output_dir"), b, new.get("output_dir")))]
     if diffs:
@@ -308,7 +322,7 @@ def train_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Any] = (), fo
     in_dim = int(features.dim)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        save_config(with_resolved_model(cfg), out / "config.yaml")  # the defaults of this version too
         if not (out / "splits.csv").exists():
             splits.write_csv(out / "splits.csv")
     had_process_group = _dist_initialized()
