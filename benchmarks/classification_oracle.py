@@ -4,7 +4,7 @@ lose to it.
 
     python benchmarks/classification_oracle.py OUTPUT_DIR [--cohort realistic_camelyon] [--fold 0]
 
-For each seed with a splits file, the oracle is a logistic regression of the true patch labels
+For each seed with a splits file (or once, for a cohort shared by every seed), the oracle is a logistic regression of the true patch labels
 (``patch_labels`` in the synthetic feature files: privileged information no MIL model has) on the patch
 features of that seed's *training* slides; each test slide is scored as in
 :func:`wsigraph.data.synthetic_checks.cohort_report`: the largest 3 x 3 neighbourhood mean of its patch
@@ -14,7 +14,7 @@ that many slides), then the mean and sd over seeds: the spread a perfect patch d
 these test sets.
 
 Then, for the camelyon mode (feature files with ``lesion_kind``), a table of every model with finished runs
-under ``runs/<cohort>/`` and the two oracle scores: mean test AUC over the seeds on all test slides, on the
+under ``runs/<cohort>/`` and the two oracle scores: mean test AUC over the runs on all test slides, on the
 positives holding a macro lesion against the negatives, and on the positives holding only micro lesions
 against the negatives (the slides only spatial context can find).
 """
@@ -64,15 +64,18 @@ def _slide_kind(s) -> str:
 
 
 def oracle_rows(out: Path, cohort: str, fold: int, max_patches: int = 30000) -> list[dict]:
-    """One dict per seed with both a cohort folder and a splits file: seed, n_test, n_pos, auc, max_auc, se,
+    """One dict per seed with both a cohort folder and a splits file (seed None: one cohort for every run
+    seed, ``splits/<cohort>.csv``): seed, n_test, n_pos, auc, max_auc, se,
     and per test slide: ids, y, kind (see :func:`subgroup_aucs`), neigh and top (the two oracle scores)."""
     from wsigraph.data.synthetic_checks import _auc, fit_patch_oracle, neighbourhood_mean, read_cohort_arrays
 
     rows = []
-    for split_file in sorted((out / "splits" / cohort).glob("seed_*.csv"), key=lambda p: int(p.stem[5:])):
-        seed = int(split_file.stem[5:])
+    found = [(int(f.stem[5:]), f) for f in (out / "splits" / cohort).glob("seed_*.csv")]  # a cohort per seed
+    if (out / "splits" / f"{cohort}.csv").is_file():  # one cohort for every seed (seed None)
+        found.append((None, out / "splits" / f"{cohort}.csv"))
+    for seed, split_file in sorted(found, key=lambda x: -1 if x[0] is None else x[0]):
         root = out / "cohorts" / cohort / f"seed_{seed}"
-        if not (root / "manifest.csv").is_file():
+        if seed is None or not (root / "manifest.csv").is_file():
             root = out / "cohorts" / cohort  # one cohort for every seed
         if not (root / "manifest.csv").is_file():
             continue
@@ -84,7 +87,7 @@ def oracle_rows(out: Path, cohort: str, fold: int, max_patches: int = 30000) -> 
             raise SystemExit(f"{split_file}: slides not in {root / 'manifest.csv'}: {missing[:5]}")
         train = [slides[i] for i in sp[sp["split"] == "train"]["slide_id"]]
         test = [slides[i] for i in sp[sp["split"] == "test"]["slide_id"]]
-        oracle = fit_patch_oracle(train, "patch_labels", max_patches, seed)
+        oracle = fit_patch_oracle(train, "patch_labels", max_patches, seed or 0)
         y = np.array([int(s.label > 0) for s in test])
         neigh, top = [], []
         for s in test:
@@ -100,23 +103,25 @@ def oracle_rows(out: Path, cohort: str, fold: int, max_patches: int = 30000) -> 
     return rows
 
 
-def model_scores(out: Path, cohort: str, fold: int, seed: int) -> dict[str, pd.Series]:
-    """Each model's positive-class probability per test slide of run seed ``seed`` (finished runs only)."""
-    scores = {}
-    for run in sorted((out / "runs" / cohort).glob(f"*/seed_{seed}/fold_{fold}/predictions_test.csv")):
+def model_scores(out: Path, cohort: str, fold: int, seed: int | None) -> list[tuple[str, pd.Series]]:
+    """(model, positive-class probability per test slide) of each finished run of run seed ``seed``, or of
+    every run seed when ``seed`` is None (one cohort for every seed)."""
+    scores = []
+    pattern = f"*/seed_{'*' if seed is None else seed}/fold_{fold}/predictions_test.csv"
+    for run in sorted((out / "runs" / cohort).glob(pattern)):
         pred = pd.read_csv(run, dtype={"slide_id": str}).set_index("slide_id")
         prob = [c for c in pred.columns if c.startswith("prob_")]
-        scores[run.parents[2].name] = pred[prob[-1]]  # binary: the last class is the positive one
+        scores.append((run.parents[2].name, pred[prob[-1]]))  # binary: the last class is the positive one
     return scores
 
 
 def subgroup_table(out: Path, cohort: str, fold: int, rows: list[dict]) -> list[tuple[str, int, dict[str, float]]]:
-    """(model, seeds, mean subgroup AUCs) for the two oracle scores and every model with finished runs."""
+    """(model, runs, mean subgroup AUCs) for the two oracle scores and every model with finished runs."""
     per: dict[str, list[dict[str, float]]] = {"oracle (3 x 3 neighbourhood)": [], "oracle (largest patch)": []}
     for r in rows:
         per["oracle (3 x 3 neighbourhood)"].append(subgroup_aucs(r["y"], r["neigh"], r["kind"]))
         per["oracle (largest patch)"].append(subgroup_aucs(r["y"], r["top"], r["kind"]))
-        for model, s in model_scores(out, cohort, fold, r["seed"]).items():
+        for model, s in model_scores(out, cohort, fold, r["seed"]):
             per.setdefault(model, []).append(subgroup_aucs(r["y"], s.loc[r["ids"]].to_numpy(float), r["kind"]))
     def mean(values: list[float]) -> float:
         kept = [v for v in values if not math.isnan(v)]
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| seed | test slides | positives | oracle slide AUC | oracle max-patch AUC | AUC sampling SE |\n"
           "|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['seed']} | {r['n_test']} | {r['n_pos']} | {r['auc']:.3f} | {r['max_auc']:.3f} | {r['se']:.3f} |")
+        print(f"| {'all' if r['seed'] is None else r['seed']} | {r['n_test']} | {r['n_pos']} | {r['auc']:.3f} | {r['max_auc']:.3f} | {r['se']:.3f} |")
     for key, name in (("auc", "oracle slide AUC"), ("max_auc", "oracle max-patch AUC"), ("se", "sampling SE")):
         v = np.array([r[key] for r in rows])
         print(f"{name}: mean {v.mean():.3f}, sd {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}")
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         n_micro = sum(int((r["kind"] == "micro").sum()) for r in rows)
         n_pos = sum(r["n_pos"] for r in rows)
         print(f"\nmicro-only positives: {n_micro} of {n_pos} test positives\n\n"
-              "| score | seeds | test AUC, all | macro positives vs negatives | micro-only positives vs negatives |\n"
+              "| score | runs | test AUC, all | macro positives vs negatives | micro-only positives vs negatives |\n"
               "|---|---:|---:|---:|---:|")
         for model, n, m in subgroup_table(args.output_dir, args.cohort, args.fold, rows):
             print(f"| {model} | {n} | {m['all']:.3f} | {m['macro']:.3f} | {m['micro']:.3f} |")

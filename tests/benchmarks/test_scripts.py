@@ -526,6 +526,35 @@ def test_classification_oracle_trains_on_the_train_split_and_scores_the_test_spl
     assert classification_oracle.main([str(out), "--cohort", "other"]) == 2
 
 
+def test_classification_oracle_reads_one_cohort_shared_by_every_seed(tmp_path: Path, capsys):
+    import pandas as pd
+    import classification_oracle
+
+    from wsigraph.data.synthetic import make_synthetic_cohort
+
+    out = tmp_path / "bench"
+    cohort = make_synthetic_cohort(out / "cohorts" / "fixed", mode="camelyon", n_slides=12, dim=8, grid=(14, 14),
+                                   lesion_size=(8, 16), micro_fraction=0.0, lesion_strength=8.0,
+                                   decoy_fraction=0.0, seed=2)
+    table = cohort.table.sort_values(["label", "slide_id"])
+    ids = table["slide_id"].tolist()
+    (out / "splits").mkdir(parents=True)
+    pd.DataFrame({"fold": 0, "split": ["train", "test"] * (len(ids) // 2), "slide_id": ids}).to_csv(
+        out / "splits" / "fixed.csv", index=False)
+    test = ids[1::2]
+    for seed, prob in ((0, 0.9), (1, 0.1)):  # run seed 0 ranks every slide the same; seed 1 too
+        run = out / "runs" / "fixed" / "m" / f"seed_{seed}" / "fold_0"
+        run.mkdir(parents=True)
+        pd.DataFrame({"slide_id": test, "prob_a": 1 - prob, "prob_b": prob}).to_csv(run / "predictions_test.csv",
+                                                                                   index=False)
+    rows = classification_oracle.oracle_rows(out, "fixed", 0)
+    assert [(r["seed"], r["n_test"]) for r in rows] == [(None, len(test))]
+    got = {m: (n, v) for m, n, v in classification_oracle.subgroup_table(out, "fixed", 0, rows)}
+    assert got["m"][0] == 2 and got["m"][1]["all"] == 0.5  # both runs of the one cohort, each at chance
+    assert classification_oracle.main([str(out), "--cohort", "fixed"]) == 0
+    assert f"| all | {len(test)} |" in capsys.readouterr().out
+
+
 def test_subgroup_aucs_separate_macro_and_micro_only_positives():
     import numpy as np
     import classification_oracle
