@@ -2,7 +2,8 @@
 
 Output folder (``cfg.output_dir``)::
 
-    config.yaml                 the configuration used (a rerun with a different one is refused)
+    config.yaml                 the configuration used, every model argument written out (a rerun with a
+                                different one, or after a model default changed, is refused)
     splits.csv                  fold,split,slide_id,case_id,label (reused when the run resumes)
     fold_<k>/best.ckpt          the selected weights (wsigraph checkpoint, weights_only-loadable)
     fold_<k>/last.ckpt          Lightning's training state after the last finished epoch (resume)
@@ -29,6 +30,7 @@ every rank; rank 0 writes every file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import warnings
@@ -233,8 +235,6 @@ def with_resolved_model(cfg: ExperimentConfig) -> ExperimentConfig:
     defaults, :func:`~wsigraph.train.config.resolved_model_params`): what a run's ``config.yaml`` records, so
     that a rerun after a model default changed (SRMIL's ``variant``, 2026-12-07) is refused instead of
     resumed under the new default. Invalid parameters are left as given (the caller reports them)."""
-    import dataclasses
-
     try:
         params = resolved_model_params(cfg.model.name, cfg.model.params)
     except ConfigError:
