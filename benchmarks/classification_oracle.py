@@ -4,9 +4,10 @@ lose to it.
 
     python benchmarks/classification_oracle.py OUTPUT_DIR [--cohort realistic_camelyon] [--fold 0]
 
-For each seed with a splits file (or once, for a cohort shared by every seed), the oracle is a logistic regression of the true patch labels
-(``patch_labels`` in the synthetic feature files: privileged information no MIL model has) on the patch
-features of that seed's *training* slides; each test slide is scored as in
+For each seed with a splits file (or once, for a cohort shared by every seed), the oracle is a logistic
+regression of the true patch labels (``patch_labels`` in the synthetic feature files: privileged
+information no MIL model has) on the patch features of that seed's *training* slides; each test slide is
+scored as in
 :func:`wsigraph.data.synthetic_checks.cohort_report`: the largest 3 x 3 neighbourhood mean of its patch
 log-odds (centred per slide). Prints one Markdown row per seed (test slides, positives, oracle slide AUC,
 the oracle's largest patch probability as a slide score, and the Hanley-McNeil standard error of an AUC on
@@ -67,6 +68,8 @@ def oracle_rows(out: Path, cohort: str, fold: int, max_patches: int = 30000) -> 
     """One dict per seed with both a cohort folder and a splits file (seed None: one cohort for every run
     seed, ``splits/<cohort>.csv``): seed, n_test, n_pos, auc, max_auc, se,
     and per test slide: ids, y, kind (see :func:`subgroup_aucs`), neigh and top (the two oracle scores)."""
+    from scipy.special import expit
+
     from wsigraph.data.synthetic_checks import _auc, fit_patch_oracle, neighbourhood_mean, read_cohort_arrays
 
     rows = []
@@ -91,10 +94,9 @@ def oracle_rows(out: Path, cohort: str, fold: int, max_patches: int = 30000) -> 
         y = np.array([int(s.label > 0) for s in test])
         neigh, top = [], []
         for s in test:
-            x = s.features.astype(np.float32)
-            logit = oracle.decision_function(x)
+            logit = oracle.decision_function(s.features.astype(np.float32))
             neigh.append(neighbourhood_mean(s.coords, logit - np.median(logit), s.step, missing=None).max())
-            top.append(oracle.predict_proba(x)[:, 1].max())
+            top.append(expit(logit.max()))  # the largest patch probability: predict_proba is expit(logit)
         auc = _auc(y, neigh)
         rows.append({"seed": seed, "n_test": len(test), "n_pos": int(y.sum()), "auc": auc, "max_auc": _auc(y, top),
                      "se": hanley_mcneil_se(auc, int(y.sum()), int(len(y) - y.sum())),
@@ -123,6 +125,7 @@ def subgroup_table(out: Path, cohort: str, fold: int, rows: list[dict]) -> list[
         per["oracle (largest patch)"].append(subgroup_aucs(r["y"], r["top"], r["kind"]))
         for model, s in model_scores(out, cohort, fold, r["seed"]):
             per.setdefault(model, []).append(subgroup_aucs(r["y"], s.loc[r["ids"]].to_numpy(float), r["kind"]))
+
     def mean(values: list[float]) -> float:
         kept = [v for v in values if not math.isnan(v)]
         return float(np.mean(kept)) if kept else float("nan")
@@ -143,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| seed | test slides | positives | oracle slide AUC | oracle max-patch AUC | AUC sampling SE |\n"
           "|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {'all' if r['seed'] is None else r['seed']} | {r['n_test']} | {r['n_pos']} | {r['auc']:.3f} | {r['max_auc']:.3f} | {r['se']:.3f} |")
+        seed = "all" if r["seed"] is None else r["seed"]
+        print(f"| {seed} | {r['n_test']} | {r['n_pos']} | {r['auc']:.3f} | {r['max_auc']:.3f} | {r['se']:.3f} |")
     for key, name in (("auc", "oracle slide AUC"), ("max_auc", "oracle max-patch AUC"), ("se", "sampling SE")):
         v = np.array([r[key] for r in rows])
         print(f"{name}: mean {v.mean():.3f}, sd {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}")
